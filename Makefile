@@ -1,0 +1,34 @@
+# make demo   set up (venv + Delta jars, cached outside the clone) and run the main job end to end
+# make test   set up and run the whole test suite
+# make setup  only set up; prints where the venv and jars are
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PATHS := $(shell tools/bootstrap.sh --paths)
+VENV := $(patsubst VENV=%,%,$(filter VENV=%,$(PATHS)))
+JARS := $(patsubst JARS=%,%,$(filter JARS=%,$(PATHS)))
+PY := $(VENV)/bin/python
+# lib/ first on the path: the cached venv is shared by clones, this clone's code must win.
+RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_JARS="$(JARS)" \
+       PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=2
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast clean-data
+
+setup:
+	tools/bootstrap.sh >/dev/null
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null
+	echo "venv: $(VENV)"; echo "jars: $(JARS)"
+
+demo: setup
+	$(RUN) customer-value smoke --conf conf/local.yaml
+
+test: setup
+	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean-data:
+	rm -rf data/local

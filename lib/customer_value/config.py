@@ -1,0 +1,110 @@
+"""Configuration: conf/base.yaml + one environment overlay + command-line overrides, validated by pydantic.
+
+Why layered: the same jobs run on a laptop, on a Spark cluster and on Databricks; only paths, Spark settings
+and parallelism differ, so those differences live in small overlays and everything else is shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the file or key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    root: str = Field(description="Base path of path-addressed tables: <root>/<layer>/<table>.")
+    catalog: str | None = Field(None, description="Metastore catalog; when set, tables are <catalog>.<layer>.<table>.")
+
+
+class SparkConfig(_Strict):
+    app_name: str = "customer-value"
+    master: str | None = None
+    delta_jars: Literal["auto", "none"] = "auto"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    num_proc: int = Field(2, ge=1)
+
+
+class Config(_Strict):
+    environment: str
+    storage: StorageConfig
+    spark: SparkConfig = SparkConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = os.path.expandvars(path.read_text())
+        data = yaml.safe_load(text) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    unresolved = [line.strip() for line in text.splitlines() if "${" in line]
+    if unresolved:
+        raise ConfigError(f"{path}: environment variable not set in: {unresolved[0]}")
+    return data
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """`a.b.c=value`; the value is parsed as YAML (numbers, booleans, null). Spark conf keys keep their dots:
+    everything after `spark.conf.` is one key."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not key=value")
+    key, raw = override.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    if key.startswith("spark.conf."):
+        parts = ["spark", "conf", key[len("spark.conf."):]]
+        value = str(value)
+    else:
+        parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(overlay: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load base.yaml from the overlay's folder (or conf/ when no overlay), then the overlay, then overrides."""
+    overlay_path = Path(overlay) if overlay else None
+    conf_dir = overlay_path.parent if overlay_path else Path("conf")
+    data = _read_yaml(conf_dir / "base.yaml")
+    if overlay_path and overlay_path.name != "base.yaml":
+        data = _deep_merge(data, _read_yaml(overlay_path))
+    for override in overrides:
+        _apply_override(data, override)
+    if isinstance(data.get("spark", {}).get("conf"), dict):
+        data["spark"]["conf"] = {k: str(v) for k, v in data["spark"]["conf"].items()}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        where = overlay_path or conf_dir / "base.yaml"
+        raise ConfigError(f"invalid configuration ({where} + overrides):\n{exc}") from None

@@ -1,0 +1,107 @@
+"""Table names to locations: the only module that knows where `<layer>.<table>` lives.
+
+Why: jobs and analysts speak of `bronze.orders` or `gold.customer_scores`; whether that is a folder on a laptop,
+an object-store path on a cluster or a Unity Catalog table on Databricks is configuration, decided here once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+
+from customer_value.config import StorageConfig
+
+LAYERS = ("bronze", "quarantine", "silver", "gold", "ops", "smoke")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What every reader and writer of a table agrees on."""
+
+    name: str
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+
+
+# The registry grows with each stage; an unknown name is a typo, and fails loudly.
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in [
+        TableSpec("smoke.customers", description="Smoke pipeline: a tiny Delta table written, merged, time-travelled."),
+        TableSpec("smoke.scores", description="Smoke pipeline: rows scored by the Horovod-trained model."),
+    ]
+}
+
+
+class UnknownTableError(KeyError):
+    pass
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise UnknownTableError(f"unknown table {name!r}; known: {', '.join(sorted(TABLES))}") from None
+
+
+class Tables:
+    """Resolves table names against one storage configuration."""
+
+    def __init__(self, storage: StorageConfig):
+        self.storage = storage
+
+    def location(self, name: str) -> str:
+        """Filesystem path (or URI) of a path-addressed table."""
+        layer, table = spec(name).name.split(".", 1)
+        root = self.storage.root
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root.rstrip('/')}/{layer}/{table}"
+
+    def identifier(self, name: str) -> str | None:
+        """Metastore identifier `<catalog>.<layer>.<table>` when a catalog is configured, else None."""
+        spec(name)
+        return f"{self.storage.catalog}.{name}" if self.storage.catalog else None
+
+    def read(self, spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        ident = self.identifier(name)
+        return reader.table(ident) if ident else reader.load(self.location(name))
+
+    def write(
+        self,
+        df: DataFrame,
+        name: str,
+        mode: str = "overwrite",
+        replace_where: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        """One atomic Delta commit. `replace_where` overwrites exactly the matching slice (rerun-safe)."""
+        table = spec(name)
+        writer = df.write.format("delta").mode(mode)
+        if table.partition_by:
+            writer = writer.partitionBy(*table.partition_by)
+        if replace_where:
+            writer = writer.option("replaceWhere", replace_where)
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        ident = self.identifier(name)
+        if ident:
+            writer.saveAsTable(ident)
+        else:
+            writer.save(self.location(name))
+
+    def delta_table(self, spark: SparkSession, name: str):
+        """The `DeltaTable` handle, for MERGE, history and maintenance."""
+        from delta.tables import DeltaTable
+
+        ident = self.identifier(name)
+        return DeltaTable.forName(spark, ident) if ident else DeltaTable.forPath(spark, self.location(name))
+
+    def names(self, layers: Sequence[str] | None = None) -> list[str]:
+        return sorted(n for n in TABLES if layers is None or n.split(".", 1)[0] in layers)

@@ -1,0 +1,1 @@
+"""Model training: Petastorm readers into tf.data, data-parallel with Horovod."""
