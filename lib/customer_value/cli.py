@@ -61,3 +61,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 def run_job(stage: str) -> None:
     """Entry for jobs/<stage>.py: the stage's command with this process's arguments."""
     main([stage, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
