@@ -14,7 +14,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean-data
+.PHONY: setup demo test test-fast bench-generate clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -22,7 +22,11 @@ setup:
 	echo "venv: $(VENV)"; echo "jars: $(JARS)"
 
 demo: setup
+	$(RUN) customer-value generate --conf conf/local.yaml
 	$(RUN) customer-value smoke --conf conf/local.yaml
+
+bench-generate: setup
+	$(RUN) $(PY) bench/generate.py --conf conf/local.yaml
 
 test: setup
 	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)

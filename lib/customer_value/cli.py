@@ -48,6 +48,50 @@ def smoke(
     typer.echo(f"  model              {result.model_path}")
 
 
+@app.command()
+def generate(
+    conf: ConfOption = DEFAULT_CONF,
+    overrides: SetOption = None,
+    customers: Annotated[Optional[int], typer.Option(help="Number of customers (default: synthetic.customers).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: synthetic.seed).")] = None,
+) -> None:
+    """Generate a synthetic shop: raw exports with planted faults in the landing folder, ground truth in Delta."""
+    from customer_value.spark import spark_session
+    from customer_value.synthetic.generate import generate as run_generate
+
+    extra = [f"synthetic.customers={customers}"] if customers else []
+    extra += [f"synthetic.seed={seed}"] if seed is not None else []
+    cfg = _config(conf, [*(overrides or []), *extra])
+    with spark_session(cfg) as spark:
+        result = run_generate(spark, cfg)
+    typer.echo(f"\ngenerated {cfg.synthetic.customers} customers, {result.rows} rows in {result.seconds:.1f} s "
+               f"({result.rows / result.seconds:,.0f} rows/s) into {result.landing}")
+    for source, s in result.manifest["summary"].items():
+        planted = ", ".join(f"{k} {v}" for k, v in sorted(s["faults"].items())) or "none"
+        typer.echo(f"  {source:<12} {s['rows']:>10,} rows in {s['files']} files; planted: {planted}")
+
+
+@app.command("adapt-transactions")
+def adapt_transactions(
+    input_path: Annotated[Optional[str], typer.Option("--input", help="Transactions file (default: transactions.path).")] = None,
+    conf: ConfOption = DEFAULT_CONF,
+    overrides: SetOption = None,
+) -> None:
+    """Map a plain transactions file onto the landing layout (users, orders, order_items), per conf's mapping."""
+    from customer_value.adapters.transactions import adapt, write_landing
+    from customer_value.landing import landing_uri
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    path = input_path or cfg.transactions.path
+    if not path:
+        raise typer.BadParameter("no transactions file: pass --input or set transactions.path")
+    landing = landing_uri(cfg)
+    with spark_session(cfg) as spark:
+        counts = write_landing(adapt(spark, path, cfg.transactions), landing)
+    typer.echo(f"mapped {path} into {landing}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
 @app.command("show-config")
 def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
     """Print the validated configuration, after overlay and overrides."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from datetime import date
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -39,11 +40,104 @@ class TrainingConfig(_Strict):
     num_proc: int = Field(2, ge=1)
 
 
+class PurchaseRate(_Strict):
+    r: float = Field(gt=0)
+    alpha: float = Field(gt=0)
+
+
+class Dropout(_Strict):
+    a: float = Field(gt=0)
+    b: float = Field(gt=0)
+
+
+class Spend(_Strict):
+    p: float = Field(gt=0)
+    q: float = Field(gt=1, description="> 1 so that the mean spend per order exists")
+    gamma: float = Field(gt=0)
+
+
+class Seasonality(_Strict):
+    yearly_amplitude: float = Field(ge=0, lt=1)
+    yearly_peak_day: int = Field(ge=1, le=366)
+    weekday_weights: list[float] = Field(min_length=7, max_length=7)
+
+
+class Engagement(_Strict):
+    sessions_per_day: float = Field(gt=0)
+    pre_purchase_days: int = Field(ge=0)
+    pre_purchase_boost: float = Field(ge=0)
+    after_dropout: float = Field(ge=0, le=1)
+
+
+Rate = float
+
+
+class DirtyRates(_Strict):
+    duplicate_row: Rate = Field(0, ge=0, le=0.2)
+    resent_order: Rate = Field(0, ge=0, le=0.2)
+    missing_value: Rate = Field(0, ge=0, le=0.2)
+    wrong_type: Rate = Field(0, ge=0, le=0.2)
+    negative_amount: Rate = Field(0, ge=0, le=0.2)
+    absurd_amount: Rate = Field(0, ge=0, le=0.2)
+    future_timestamp: Rate = Field(0, ge=0, le=0.2)
+    before_opening: Rate = Field(0, ge=0, le=0.2)
+    unknown_user: Rate = Field(0, ge=0, le=0.2)
+    malformed_line: Rate = Field(0, ge=0, le=0.2)
+    broken_json: Rate = Field(0, ge=0, le=0.2)
+    wrong_encoding_file: Rate = Field(0, ge=0, le=1)
+    extra_column_file: Rate = Field(0, ge=0, le=1)
+    missing_column_file: Rate = Field(0, ge=0, le=1)
+
+
+class SyntheticConfig(_Strict):
+    seed: int
+    customers: int = Field(gt=0)
+    customers_per_file: int = Field(gt=0)
+    shop_opened: date
+    export_date: date
+    purchase_rate: PurchaseRate
+    dropout: Dropout
+    spend: Spend
+    seasonality: Seasonality
+    cancel_rate: float = Field(ge=0, lt=1)
+    return_rate: float = Field(ge=0, lt=1)
+    discount_rate: float = Field(ge=0, le=1)
+    review_rate: float = Field(ge=0, le=1)
+    engagement: Engagement
+    categories: list[str] = Field(min_length=1)
+    dirty: DirtyRates
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> "SyntheticConfig":
+        if (self.export_date - self.shop_opened).days < 60:
+            raise ValueError("export_date must be at least 60 days after shop_opened")
+        return self
+
+
+class TransactionColumns(_Strict):
+    customer_id: str
+    date: str
+    amount: str
+    quantity: str | None = None
+    order_id: str | None = None
+
+
+class TransactionsConfig(_Strict):
+    path: str | None = None
+    separator: str = ","
+    header: bool = True
+    date_format: str = "yyyy-MM-dd"
+    columns: TransactionColumns
+
+
 class Config(_Strict):
     environment: str
     storage: StorageConfig
+    landing: str = "landing"
     spark: SparkConfig = SparkConfig()
     training: TrainingConfig = TrainingConfig()
+    synthetic: SyntheticConfig
+    transactions: TransactionsConfig
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

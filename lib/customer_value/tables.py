@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from customer_value.config import StorageConfig
 
-LAYERS = ("bronze", "quarantine", "silver", "gold", "ops", "smoke")
+LAYERS = ("bronze", "quarantine", "silver", "gold", "ops", "synthetic", "smoke")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class TableSpec:
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in [
+        TableSpec("synthetic.ground_truth", description="Generator's latent parameters per customer; evaluation only."),
         TableSpec("smoke.customers", description="Smoke pipeline: a tiny Delta table written, merged, time-travelled."),
         TableSpec("smoke.scores", description="Smoke pipeline: rows scored by the Horovod-trained model."),
     ]

@@ -1,0 +1,1 @@
+"""Adapters from other export shapes onto the landing layout the pipeline reads."""
