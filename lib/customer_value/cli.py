@@ -92,6 +92,28 @@ def adapt_transactions(
     typer.echo(f"mapped {path} into {landing}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 
+@app.command()
+def ingest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
+    """Ingest new landing files into bronze and quarantine Delta tables (incremental, rerun-safe)."""
+    from customer_value.ingest.run import ingest as run_ingest
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        run_ingest(spark, cfg)
+
+
+@app.command("clean")
+def clean_cmd(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
+    """Clean bronze into silver (pseudonymised), with data-quality metrics and thresholds."""
+    from customer_value.cleaning.run import clean_all
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        clean_all(spark, cfg)
+
+
 @app.command("show-config")
 def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
     """Print the validated configuration, after overlay and overrides."""

@@ -130,6 +130,31 @@ class TransactionsConfig(_Strict):
     columns: TransactionColumns
 
 
+class CleaningConfig(_Strict):
+    as_of: date | None = None
+    shop_opened: date
+    max_reject_share: float = Field(ge=0, le=1)
+    max_amount: float = Field(gt=0)
+    max_quantity: int = Field(gt=0)
+    outlier_quantile: float = Field(gt=0.5, le=1)
+    statuses: list[str] = Field(min_length=1)
+    event_types: list[str] = Field(min_length=1)
+    fill: dict[str, str] = Field(default_factory=dict)
+    age_bands: list[int] = Field(min_length=1)
+
+    def today(self) -> date:
+        from datetime import datetime, timezone
+
+        return self.as_of or datetime.now(timezone.utc).date()
+
+
+class PseudonymisationConfig(_Strict):
+    key_env: str
+    secret_scope: str | None = None
+    secret_key: str | None = None
+    demo_mode: bool = False
+
+
 class Config(_Strict):
     environment: str
     storage: StorageConfig
@@ -138,6 +163,8 @@ class Config(_Strict):
     training: TrainingConfig = TrainingConfig()
     synthetic: SyntheticConfig
     transactions: TransactionsConfig
+    cleaning: CleaningConfig
+    pseudonymisation: PseudonymisationConfig
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

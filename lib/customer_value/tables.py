@@ -30,6 +30,20 @@ class TableSpec:
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in [
+        *[TableSpec(f"bronze.{src}", partition_by=("_batch_id",), description=f"Raw {src} rows that parsed, typed, as received.")
+          for src in ("users", "orders", "order_items", "events", "reviews")],
+        *[TableSpec(f"quarantine.{src}", partition_by=("_batch_id",), description=f"Raw {src} lines that did not parse, with the reason.")
+          for src in ("users", "orders", "order_items", "events", "reviews")],
+        TableSpec("quarantine.files", description="Landing files rejected whole (empty, binary, unusable header)."),
+        TableSpec("ops.ingest_log", description="Per batch and file: rows read, in bronze, quarantined; encoding, layout."),
+        TableSpec("ops.ingested_files", description="Every landing file ingested, with its batch: the commit marker."),
+        TableSpec("silver.customers", description="One row per pseudonymised customer: no personal data."),
+        TableSpec("silver.orders", description="Latest version of each valid order; orphans and outliers flagged."),
+        TableSpec("silver.order_items", description="Valid order lines; lines of unknown orders flagged."),
+        TableSpec("silver.events", description="Valid behaviour events, deduplicated."),
+        TableSpec("silver.reviews", description="Latest version of each valid review."),
+        TableSpec("quarantine.rejects", description="Rows clean rejected (JSON as in bronze), with table and reason."),
+        TableSpec("ops.data_quality", description="Per clean run and table: counts, rejects by reason, null rates, ranges."),
         TableSpec("synthetic.ground_truth", description="Generator's latent parameters per customer; evaluation only."),
         TableSpec("smoke.customers", description="Smoke pipeline: a tiny Delta table written, merged, time-travelled."),
         TableSpec("smoke.scores", description="Smoke pipeline: rows scored by the Horovod-trained model."),
@@ -96,6 +110,14 @@ class Tables:
             writer.saveAsTable(ident)
         else:
             writer.save(self.location(name))
+
+    def exists(self, spark: SparkSession, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        ident = self.identifier(name)
+        if ident:
+            return spark.catalog.tableExists(ident)
+        return DeltaTable.isDeltaTable(spark, self.location(name))
 
     def delta_table(self, spark: SparkSession, name: str):
         """The `DeltaTable` handle, for MERGE, history and maintenance."""

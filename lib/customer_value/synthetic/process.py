@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from customer_value.config import SyntheticConfig
+from customer_value.schemas import RAW_SOURCES
 from customer_value.synthetic.calendar import day_numbers, season_weights
 
 FIRST_NAMES = ["Anna", "Jonas", "Léa", "Mats", "Zoë", "Sofía", "Björn", "Inès", "Noah", "Emma", "Jörg", "Chloé",
@@ -46,12 +47,11 @@ REVIEW_TEXT = {
         "Génial, parfait !"],
 }
 
-USER_COLUMNS = ["user_id", "name", "email", "phone", "birth_date", "gender", "city", "signup_date",
-                "acquisition_channel"]
-ORDER_COLUMNS = ["order_id", "user_id", "order_ts", "updated_at", "status", "payment_method", "discount", "total"]
-ITEM_COLUMNS = ["order_id", "product_id", "category", "quantity", "unit_price"]
-EVENT_COLUMNS = ["user_id", "event_ts", "event_type", "product_id", "session_id"]
-REVIEW_COLUMNS = ["review_id", "user_id", "order_id", "product_id", "review_ts", "rating", "body"]
+USER_COLUMNS = RAW_SOURCES["users"].names
+ORDER_COLUMNS = RAW_SOURCES["orders"].names
+ITEM_COLUMNS = RAW_SOURCES["order_items"].names
+EVENT_COLUMNS = RAW_SOURCES["events"].names
+REVIEW_COLUMNS = RAW_SOURCES["reviews"].names
 
 
 def user_id(index: np.ndarray | int) -> np.ndarray | str:
@@ -136,9 +136,8 @@ def simulate_block(cfg: SyntheticConfig, block: int) -> Block:
     dropout_day[cust[last]] = oday[last]
     n_orders = len(cust)
 
-    order_seq = np.arange(n_orders) - np.searchsorted(cust, cust, side="left")
-    order_ids = np.char.add(np.char.add("o", np.char.zfill(idx[cust].astype(str), 7)),
-                            np.char.add("-", np.char.zfill(order_seq.astype(str), 4)))
+    # ids carry the block and a running number, never the customer's number (they reach silver)
+    order_ids = np.char.add(f"o{block:05d}-", np.char.zfill(rng.permutation(n_orders).astype(str), 7))
     order_sec = rng.integers(7 * 3600, 24 * 3600, n_orders)
     order_epoch = opened + oday
     net = np.maximum(np.round(rng.gamma(cfg.spend.p, 1.0 / nu[cust]), 2), 1.0)
@@ -217,8 +216,7 @@ def simulate_block(cfg: SyntheticConfig, block: int) -> Block:
                      rng.integers(0, len(cfg.categories), len(e_sess)))
     e_product = np.where(with_product, np.char.add(np.char.add("p", e_cat.astype(str)),
                          np.char.zfill(rng.integers(0, 500, len(e_sess)).astype(str), 4)), None)
-    session_ids = np.char.add(np.char.add("s", np.char.zfill((idx[s_cust]).astype(str), 7)),
-                              np.char.add("-", np.arange(n_sess).astype(str)))
+    session_ids = np.char.add(f"s{block:05d}-", rng.permutation(n_sess).astype(str))
 
     # Reviews of completed orders, some days later; worse for the order after which the customer left.
     reviewed = completed & (rng.random(n_orders) < cfg.review_rate)

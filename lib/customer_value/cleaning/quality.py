@@ -1,0 +1,94 @@
+"""Data-quality metrics per table and run, in long form for ops.data_quality, and the threshold check.
+
+Why long form (table, metric, dimension, value): reasons, flags and columns vary per table and over time;
+analysts pivot what they need, and new metrics need no schema change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from customer_value.cleaning.rules import FLAGS, REJECT
+
+METRICS_SCHEMA = T.StructType([
+    T.StructField("run_id", T.StringType(), False),
+    T.StructField("table", T.StringType(), False),
+    T.StructField("metric", T.StringType(), False),
+    T.StructField("dimension", T.StringType(), True),
+    T.StructField("value", T.DoubleType(), False),
+])
+NUMERIC = (T.NumericType, T.DateType, T.TimestampType)
+
+
+class DataQualityError(RuntimeError):
+    """A table broke a data-quality threshold; its metrics are in ops.data_quality."""
+
+
+@dataclass
+class TableCounts:
+    table: str
+    quarantined: int
+    rows_in: int
+    exact_duplicates: int
+    superseded_versions: int
+    rejected: dict[str, int]
+    flagged: dict[str, int]
+    rows_out: int
+
+    @property
+    def reject_share(self) -> float:
+        read = self.rows_in + self.quarantined
+        return (self.quarantined + sum(self.rejected.values())) / read if read else 0.0
+
+
+def count_stages(table: str, quarantined: int, stages) -> TableCounts:
+    rows_in = stages.bronze.count()
+    dedup = stages.deduplicated.count()
+    latest = stages.latest.count()
+    rejected = {r[REJECT]: r["count"] for r in stages.ruled.where(F.col(REJECT).isNotNull()).groupBy(REJECT).count().collect()}
+    flagged = {r["flag"]: r["count"] for r in stages.silver.select(F.explode(FLAGS).alias("flag")).groupBy("flag").count().collect()}
+    return TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - latest, rejected, flagged,
+                       stages.silver.count())
+
+
+def profile(silver: DataFrame) -> list[tuple[str, str | None, float]]:
+    """Null rate of every column and min/max of numeric and time columns, in one pass."""
+    cols = [f for f in silver.schema.fields if not isinstance(f.dataType, T.ArrayType)]
+    aggs = [F.avg(F.col(f.name).isNull().cast("double")).alias(f"null_rate|{f.name}") for f in cols]
+    for f in cols:
+        if isinstance(f.dataType, NUMERIC):
+            as_number = F.col(f.name).cast("timestamp").cast("double") if isinstance(f.dataType, T.DateType) else F.col(f.name).cast("double")
+            aggs += [F.min(as_number).alias(f"min|{f.name}"), F.max(as_number).alias(f"max|{f.name}")]
+    row = silver.agg(*aggs).collect()[0].asDict()
+    return [(k.split("|")[0], k.split("|")[1], float(v)) for k, v in row.items() if v is not None]
+
+
+def metric_rows(run_id: str, counts: TableCounts, profile_rows) -> list[tuple]:
+    t = counts.table
+    rows = [
+        (run_id, t, "rows_quarantined_at_ingest", None, float(counts.quarantined)),
+        (run_id, t, "rows_in", None, float(counts.rows_in)),
+        (run_id, t, "exact_duplicates", None, float(counts.exact_duplicates)),
+        (run_id, t, "superseded_versions", None, float(counts.superseded_versions)),
+        (run_id, t, "duplicate_rate", None, (counts.exact_duplicates + counts.superseded_versions) / max(counts.rows_in, 1)),
+        (run_id, t, "rows_out", None, float(counts.rows_out)),
+        (run_id, t, "reject_share", None, counts.reject_share),
+    ]
+    rows += [(run_id, t, "rejected", reason, float(n)) for reason, n in sorted(counts.rejected.items())]
+    rows += [(run_id, t, "flagged", flag, float(n)) for flag, n in sorted(counts.flagged.items())]
+    rows += [(run_id, t, metric, column, value) for metric, column, value in profile_rows]
+    return rows
+
+
+def check_thresholds(counts: list[TableCounts], max_reject_share: float) -> None:
+    over = [c for c in counts if c.reject_share > max_reject_share]
+    if over:
+        detail = "; ".join(f"{c.table}: {c.reject_share:.1%} of rows rejected or quarantined "
+                           f"({', '.join(f'{k} {v}' for k, v in sorted(c.rejected.items())) or 'at ingest'})" for c in over)
+        raise DataQualityError(
+            f"data-quality threshold exceeded (cleaning.max_reject_share = {max_reject_share:.1%}): {detail}. "
+            "Silver was not updated; metrics are in ops.data_quality.")

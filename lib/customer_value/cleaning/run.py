@@ -1,0 +1,106 @@
+"""The clean job: bronze -> silver.customers, silver.orders, silver.order_items, silver.events, silver.reviews,
+quarantine.rejects and ops.data_quality.
+
+Silver is recomputed from bronze on each run (deterministic: same bronze, same silver), so a rerun after any
+crash converges. The metrics are written first; when a threshold is broken the job fails before publishing
+silver, so downstream jobs keep reading the last good version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from customer_value.cleaning import tables as clean
+from customer_value.cleaning.pseudonymise import load_key
+from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows, profile
+from customer_value.cleaning.rules import REJECT
+from customer_value.config import Config
+from customer_value.landing import SOURCES
+from customer_value.tables import Tables
+
+SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items": "silver.order_items",
+          "events": "silver.events", "reviews": "silver.reviews"}
+# Delta CHECK constraints: a backstop in the table itself, enforced on every write by any writer.
+CONSTRAINTS = {
+    "silver.customers": {"customer_id_hashed": "length(customer_id) = 64"},
+    "silver.orders": {"total_in_range": "total >= 0", "capped_le_total": "total_capped <= total",
+                      "discount_not_negative": "discount >= 0"},
+    "silver.order_items": {"quantity_positive": "quantity > 0", "price_not_negative": "unit_price >= 0"},
+    "silver.events": {"event_ts_present": "event_ts IS NOT NULL"},
+    "silver.reviews": {"rating_1_to_5": "rating BETWEEN 1 AND 5"},
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[clean] {msg}", flush=True)
+
+
+def run_id(spark: SparkSession, tables: Tables) -> str:
+    """Derived from the bronze versions read: the same input gives the same run id (reruns replace, not add)."""
+    versions = [f"{s}:{tables.delta_table(spark, f'bronze.{s}').history(1).collect()[0]['version']}" for s in SOURCES]
+    return "c" + hashlib.sha256(",".join(versions).encode()).hexdigest()[:15]
+
+
+def add_constraints(spark: SparkSession, tables: Tables, name: str) -> None:
+    existing = tables.delta_table(spark, name).detail().collect()[0]["properties"]
+    target = tables.identifier(name) or f"delta.`{tables.location(name)}`"
+    for cname, expr in CONSTRAINTS.get(name, {}).items():
+        if f"delta.constraints.{cname.lower()}" not in existing:
+            spark.sql(f"ALTER TABLE {target} ADD CONSTRAINT {cname} CHECK ({expr})")
+
+
+def clean_all(spark: SparkSession, cfg: Config) -> dict:
+    t_start = time.perf_counter()
+    tables = Tables(cfg.storage)
+    ctx = clean.Context(cfg.cleaning, load_key(cfg.pseudonymisation), cfg.cleaning.today())
+    rid = run_id(spark, tables)
+    bronze = {s: tables.read(spark, f"bronze.{s}") for s in SOURCES}
+    quarantined = {s: tables.read(spark, f"quarantine.{s}").count() for s in SOURCES}
+
+    stages = {}
+    stages["users"] = clean.clean_users(bronze["users"], ctx)
+    known_users = clean.accepted_keys(stages["users"], "user_id")
+    # the cap is a quantile of valid order totals, computed once before the order frame is built
+    provisional = clean.clean_orders(bronze["orders"], known_users, ctx, None)
+    valid_totals = provisional.ruled.where(F.col(REJECT).isNull())
+    cap = valid_totals.approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
+    stages["orders"] = clean.clean_orders(bronze["orders"], known_users, ctx, float(cap[0]) if cap else None)
+    accepted_orders = clean.accepted_keys(stages["orders"], "order_id")
+    stages["order_items"] = clean.clean_order_items(bronze["order_items"], accepted_orders, ctx)
+    stages["events"] = clean.clean_events(bronze["events"], known_users, ctx)
+    stages["reviews"] = clean.clean_reviews(bronze["reviews"], known_users, ctx)
+
+    counts, metrics, silver = [], [], {}
+    for source, st in stages.items():
+        t0 = time.perf_counter()
+        st.ruled = st.ruled.persist(StorageLevel.MEMORY_AND_DISK)
+        st.silver = st.silver.persist(StorageLevel.MEMORY_AND_DISK)
+        c = count_stages(SILVER[source], quarantined[source], st)
+        counts.append(c)
+        metrics += metric_rows(rid, c, profile(st.silver))
+        silver[source] = st.silver
+        _log(f"{SILVER[source]:<20} in {c.rows_in:>10,}  dup {c.exact_duplicates:>6,}  superseded "
+             f"{c.superseded_versions:>5,}  rejected {sum(c.rejected.values()):>6,}  flagged "
+             f"{sum(c.flagged.values()):>6,}  out {c.rows_out:>10,}  ({time.perf_counter() - t0:.1f} s)")
+
+    tables.write(spark.createDataFrame(metrics, METRICS_SCHEMA), "ops.data_quality", replace_where=f"run_id = '{rid}'")
+    check_thresholds(counts, cfg.cleaning.max_reject_share)
+
+    rejects = [clean.reject_records(st, SILVER[s], s) for s, st in stages.items()]
+    all_rejects = rejects[0]
+    for r in rejects[1:]:
+        all_rejects = all_rejects.unionByName(r)
+    tables.write(all_rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
+    for source, df in silver.items():
+        tables.write(df, SILVER[source], options={"overwriteSchema": "true"})
+        add_constraints(spark, tables, SILVER[source])
+        df.unpersist()
+    for st in stages.values():
+        st.ruled.unpersist()
+    _log(f"run {rid}: silver published in {time.perf_counter() - t_start:.1f} s")
+    return {c.table: c for c in counts}

@@ -1,0 +1,1 @@
+"""Ingest: landing files -> bronze (typed, as received) and quarantine (with a reason), incrementally."""

@@ -1,0 +1,193 @@
+"""The ingest job: new landing files -> bronze.<source>, quarantine.<source>, quarantine.files, ops.ingest_log.
+
+Rerun safety: one batch per run, its id derived from the set of new files. Every table is written with
+`replaceWhere _batch_id = <id>`, and `ops.ingested_files` is MERGEd last, as the batch's commit marker. A run
+first deletes rows of batches that never reached the marker (a crash), so a rerun, with the same or more
+files, ends as if the crash never happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from customer_value.config import Config
+from customer_value.ingest.files import LandingFile, batch_id, list_landing, read_header
+from customer_value.ingest.parse import (ISSUES, RAW, REASON, parse_csv, parse_jsonl, read_lines, type_columns,
+                                         undecodable_files, union_all)
+from customer_value.landing import SOURCES, landing_uri
+from customer_value.schemas import RAW_SOURCES
+from customer_value.tables import Tables
+
+LOG_SCHEMA = T.StructType([
+    T.StructField("_batch_id", T.StringType(), False),
+    T.StructField("source", T.StringType(), False),
+    T.StructField("file", T.StringType(), False),
+    T.StructField("status", T.StringType(), False),  # ingested | quarantined
+    T.StructField("reason", T.StringType(), True),
+    T.StructField("encoding", T.StringType(), True),
+    T.StructField("layout", T.ArrayType(T.StringType()), True),
+    T.StructField("rows_read", T.LongType(), False),
+    T.StructField("rows_bronze", T.LongType(), False),
+    T.StructField("rows_quarantined", T.LongType(), False),
+    T.StructField("_ingested_at", T.TimestampType(), False),
+])
+FILES_SCHEMA = T.StructType([
+    T.StructField("file", T.StringType(), False),
+    T.StructField("source", T.StringType(), False),
+    T.StructField("size", T.LongType(), False),
+    T.StructField("modified_ns", T.LongType(), False),
+    T.StructField("_batch_id", T.StringType(), False),
+    T.StructField("_ingested_at", T.TimestampType(), False),
+])
+QUARANTINED_FILES_SCHEMA = T.StructType([
+    T.StructField("source", T.StringType(), False),
+    T.StructField("_source_file", T.StringType(), False),
+    T.StructField("_reason", T.StringType(), False),
+    T.StructField("_batch_id", T.StringType(), False),
+    T.StructField("_ingested_at", T.TimestampType(), False),
+])
+BATCHED_TABLES = [f"bronze.{s}" for s in SOURCES] + [f"quarantine.{s}" for s in SOURCES] + [
+    "quarantine.files", "ops.ingest_log"]
+
+
+def spark_path(path: str) -> str:
+    """A path the way Spark's input_file_name() reports it."""
+    return Path(path).as_uri() if "://" not in path else path
+
+
+@dataclass
+class IngestResult:
+    batch_id: str | None
+    files: int = 0
+    per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _log(msg: str) -> None:
+    print(f"[ingest] {msg}", flush=True)
+
+
+def committed_files(spark: SparkSession, tables: Tables) -> DataFrame | None:
+    return tables.read(spark, "ops.ingested_files") if tables.exists(spark, "ops.ingested_files") else None
+
+
+def drop_uncommitted_batches(spark: SparkSession, tables: Tables, committed: list[str]) -> None:
+    """Remove what a crashed run wrote before its commit marker."""
+    for name in BATCHED_TABLES:
+        if tables.exists(spark, name):
+            condition = ~F.col("_batch_id").isin(committed) if committed else F.lit(True)
+            if tables.read(spark, name).where(condition).limit(1).count():
+                _log(f"removing rows of unfinished batches from {name}")
+                tables.delta_table(spark, name).delete(condition)
+
+
+def _lines(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Lines decoded as UTF-8; files that are not valid UTF-8 are read again as Latin-1."""
+    utf8 = read_lines(spark, paths, "UTF-8")
+    bad = [r._source_file for r in undecodable_files(utf8).collect()]
+    if not bad:
+        return utf8
+    _log(f"{len(bad)} file(s) not valid UTF-8, read as Latin-1: {', '.join(b.rsplit('/', 1)[-1] for b in bad)}")
+    return utf8.where(~F.col("_source_file").isin(bad)).unionByName(read_lines(spark, bad, "ISO-8859-1"))
+
+
+def parse_source(spark: SparkSession, source: str, files: list[LandingFile]) -> tuple[DataFrame | None, list[tuple[str, str]]]:
+    """Typed rows with `_reason` for the files of one source, and the files rejected whole (file, reason)."""
+    src = RAW_SOURCES[source]
+    rejected: list[tuple[str, str]] = []
+    if src.fmt == "jsonl":
+        return type_columns(parse_jsonl(_lines(spark, [f.path for f in files]), src), src), rejected
+    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for f in files:
+        header, problem = read_header(f.path)
+        if header is not None:
+            missing = [c for c in src.required if c not in header]
+            if not set(header) & set(src.names):
+                problem = "unrecognised_header"
+            elif missing:
+                problem = f"missing_required_column:{missing[0]}"
+        if problem:
+            rejected.append((spark_path(f.path), problem))
+        else:
+            groups[tuple(header)].append(f.path)
+    frames = [parse_csv(_lines(spark, paths), src, header) for header, paths in groups.items()]
+    return (type_columns(union_all(frames), src) if frames else None), rejected
+
+
+def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES) -> IngestResult:
+    t_start = time.perf_counter()
+    tables = Tables(cfg.storage)
+    done = committed_files(spark, tables)
+    committed_batches = [r._batch_id for r in done.select("_batch_id").distinct().collect()] if done else []
+    drop_uncommitted_batches(spark, tables, committed_batches)
+    seen = {r.file for r in done.select("file").collect()} if done else set()
+    new = [f for f in list_landing(landing_uri(cfg), list(sources)) if spark_path(f.path) not in seen]
+    if not new:
+        _log("no new files in the landing folder")
+        return IngestResult(batch_id=None, seconds=time.perf_counter() - t_start)
+    bid = batch_id(new)
+    now = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
+    _log(f"batch {bid}: {len(new)} new files")
+    result = IngestResult(batch_id=bid, files=len(new))
+    log_rows, rejected_files = [], []
+    stamp = [F.lit(bid).alias("_batch_id"), F.lit(now).cast("timestamp").alias("_ingested_at")]
+    where = f"_batch_id = '{bid}'"
+
+    for source in sources:
+        t0 = time.perf_counter()
+        src = RAW_SOURCES[source]
+        files = [f for f in new if f.source == source]
+        rows, rejected = parse_source(spark, source, files) if files else (None, [])
+        rejected_files += [(source, path, reason) for path, reason in rejected]
+        log_rows += [(bid, source, path, "quarantined", reason, None, None, 0, 0, 0, now) for path, reason in rejected]
+        if rows is None:
+            rows = spark.createDataFrame([], T.StructType(
+                [T.StructField("_source_file", T.StringType()), T.StructField("_encoding", T.StringType()),
+                 T.StructField(RAW, T.StringType()), *src.typed_schema().fields,
+                 T.StructField(ISSUES, T.ArrayType(T.StringType())), T.StructField(REASON, T.StringType())]))
+        rows = rows.select("*", *stamp).persist(StorageLevel.MEMORY_AND_DISK)
+        bronze = rows.where(F.col(REASON).isNull()).select(
+            *src.names, "_source_file", "_encoding", ISSUES, "_batch_id", "_ingested_at")
+        quarantine = rows.where(F.col(REASON).isNotNull()).select(
+            "_source_file", "_encoding", RAW, REASON, ISSUES, "_batch_id", "_ingested_at")
+        tables.write(bronze, f"bronze.{source}", replace_where=where)
+        tables.write(quarantine, f"quarantine.{source}", replace_where=where)
+        stats = rows.groupBy("_source_file").agg(
+            F.first("_encoding").alias("encoding"),
+            F.first(F.filter(ISSUES, lambda i: i.startswith("extra_column") | i.startswith("missing_column"))).alias("layout"),
+            F.count(F.lit(1)).alias("read"),
+            F.count(F.when(F.col(REASON).isNull(), 1)).alias("bronze"),
+            F.count(F.when(F.col(REASON).isNotNull(), 1)).alias("quarantined"),
+        ).collect()
+        rows.unpersist()
+        for s in stats:
+            log_rows.append((bid, source, s._source_file, "ingested", None, s.encoding, s.layout, s.read, s.bronze,
+                             s.quarantined, now))
+        totals = {k: sum(getattr(s, k) for s in stats) for k in ("read", "bronze", "quarantined")}
+        totals["files_quarantined"] = len(rejected)
+        result.per_source[source] = totals
+        _log(f"{source:<12} {len(files):>4} files, {totals['read']:>10,} rows -> bronze {totals['bronze']:>10,}, "
+             f"quarantine {totals['quarantined']:>7,}, whole files quarantined {len(rejected)} "
+             f"({time.perf_counter() - t0:.1f} s)")
+
+    tables.write(spark.createDataFrame(rejected_files and [(s, p, r, bid, now) for s, p, r in rejected_files] or [],
+                                       QUARANTINED_FILES_SCHEMA), "quarantine.files", replace_where=where)
+    tables.write(spark.createDataFrame(log_rows, LOG_SCHEMA), "ops.ingest_log", replace_where=where)
+    marker = spark.createDataFrame([(spark_path(f.path), f.source, f.size, f.modified, bid, now) for f in new], FILES_SCHEMA)
+    if done is None:
+        tables.write(marker, "ops.ingested_files", mode="append")
+    else:
+        (tables.delta_table(spark, "ops.ingested_files").alias("t")
+         .merge(marker.alias("n"), "t.file = n.file").whenNotMatchedInsertAll().execute())
+    result.seconds = time.perf_counter() - t_start
+    _log(f"batch {bid} committed in {result.seconds:.1f} s")
+    return result
