@@ -21,8 +21,9 @@ setup:
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null
 	echo "venv: $(VENV)"; echo "jars: $(JARS)"
 
+# The demo pseudonymises with the public demo key (generated data only; it says so loudly).
 demo: setup
-	$(RUN) customer-value generate --conf conf/local.yaml
+	$(RUN) customer-value pipeline --generate --conf conf/local.yaml --set pseudonymisation.demo_mode=true
 	$(RUN) customer-value smoke --conf conf/local.yaml
 
 bench-generate: setup

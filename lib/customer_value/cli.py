@@ -114,6 +114,35 @@ def clean_cmd(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> N
         clean_all(spark, cfg)
 
 
+@app.command()
+def pipeline(
+    conf: ConfOption = DEFAULT_CONF,
+    overrides: SetOption = None,
+    with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
+) -> None:
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean; a line per stage."""
+    import time
+
+    from customer_value.cleaning.run import clean_all
+    from customer_value.ingest.run import ingest as run_ingest
+    from customer_value.spark import spark_session
+    from customer_value.synthetic.generate import generate as run_generate
+    from customer_value.tables import Tables
+
+    cfg = _config(conf, overrides)
+    stages = ([("generate", run_generate)] if with_generate else []) + [("ingest", run_ingest), ("clean", clean_all)]
+    with spark_session(cfg) as spark:
+        for name, stage in stages:
+            t0 = time.perf_counter()
+            typer.echo(f"== {name} ==")
+            stage(spark, cfg)
+            typer.echo(f"== {name} done in {time.perf_counter() - t0:.1f} s ==")
+    tables = Tables(cfg.storage)
+    typer.echo("\ntables:")
+    for name in tables.names(["bronze", "quarantine", "silver", "ops"]):
+        typer.echo(f"  {name:<24} {tables.location(name)}")
+
+
 @app.command("show-config")
 def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
     """Print the validated configuration, after overlay and overrides."""

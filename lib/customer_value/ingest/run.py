@@ -129,8 +129,13 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
     done = committed_files(spark, tables)
     committed_batches = [r._batch_id for r in done.select("_batch_id").distinct().collect()] if done else []
     drop_uncommitted_batches(spark, tables, committed_batches)
-    seen = {r.file for r in done.select("file").collect()} if done else set()
-    new = [f for f in list_landing(landing_uri(cfg), list(sources)) if spark_path(f.path) not in seen]
+    seen = {r.file: r.size for r in done.select("file", "size").collect()} if done else {}
+    listing = list_landing(landing_uri(cfg), list(sources))
+    new = [f for f in listing if spark_path(f.path) not in seen]
+    changed = [f.path for f in listing if spark_path(f.path) in seen and seen[spark_path(f.path)] != f.size]
+    if changed:
+        _log(f"WARNING: {len(changed)} file(s) changed since they were ingested and are NOT ingested again "
+             f"(files are tracked by path; deliver new data under new names): {', '.join(changed[:5])}")
     if not new:
         _log("no new files in the landing folder")
         return IngestResult(batch_id=None, seconds=time.perf_counter() - t_start)
