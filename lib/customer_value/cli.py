@@ -8,6 +8,7 @@ Every stage takes `--conf <overlay.yaml>` (base.yaml from the same folder is loa
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
@@ -141,6 +142,30 @@ def pipeline(
     typer.echo("\ntables:")
     for name in tables.names(["bronze", "quarantine", "silver", "ops"]):
         typer.echo(f"  {name:<24} {tables.location(name)}")
+
+
+@app.command()
+def features(
+    conf: ConfOption = DEFAULT_CONF,
+    overrides: SetOption = None,
+    snapshot_date: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="Snapshot S (default: tomorrow, i.e. all data up to today).")] = None,
+    history: Annotated[int, typer.Option(help="Snapshots to compute, features.snapshot_step_days apart, ending at S.")] = 1,
+) -> None:
+    """Point-in-time features (gold.customer_features) and, where the horizon has passed, labels and training set."""
+    from customer_value.features.run import run_features
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        run_features(spark, cfg, snapshot_date.date() if snapshot_date else None, history)
+
+
+@app.command("feature-catalogue")
+def feature_catalogue(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
+    """Print docs/features.md: every feature with its group, window and meaning."""
+    from customer_value.features.catalogue import markdown
+
+    typer.echo(markdown(_config(conf, overrides).features), nl=False)
 
 
 @app.command("show-config")

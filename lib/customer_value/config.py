@@ -155,6 +155,21 @@ class PseudonymisationConfig(_Strict):
     demo_mode: bool = False
 
 
+class FeaturesConfig(_Strict):
+    windows: list[int] = Field(min_length=1)
+    sequence_length: int = Field(gt=0)
+    horizon_days: int = Field(gt=0)
+    history_snapshots: int = Field(ge=1)
+    snapshot_step_days: int = Field(gt=0)
+    city_tiers: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sorted_windows(self) -> "FeaturesConfig":
+        if self.windows != sorted(set(self.windows)) or self.windows[0] <= 0:
+            raise ValueError("features.windows must be positive, distinct and ascending")
+        return self
+
+
 class Config(_Strict):
     environment: str
     storage: StorageConfig
@@ -165,6 +180,7 @@ class Config(_Strict):
     transactions: TransactionsConfig
     cleaning: CleaningConfig
     pseudonymisation: PseudonymisationConfig
+    features: FeaturesConfig
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

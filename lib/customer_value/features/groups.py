@@ -1,0 +1,171 @@
+"""Feature groups: each a pure function of silver frames and the snapshot, returning one row per customer_id.
+
+Inputs are the silver tables as they are; every group reads them through `pit.before`, so nothing at or after
+the snapshot can reach a feature. Counts are 0 when a customer has no rows; recency-like values stay null.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Mapping, Sequence
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from customer_value.features.pit import before, days_before, in_window
+from customer_value.features.text import sentiment
+
+
+
+def completed():
+    """Completed orders: the only ones that count as spend."""
+    return F.col("status") == "completed"
+
+
+def order_facts(orders: DataFrame, items: DataFrame) -> DataFrame:
+    """Orders of known customers with their item count: the input of the order-based groups."""
+    per_order = items.groupBy("order_id").agg(F.sum("quantity").alias("items"))
+    known = orders.where(~F.array_contains("dq_flags", "orphan"))
+    return known.join(per_order, "order_id", "left").withColumn("items", F.coalesce("items", F.lit(0)))
+
+
+def population(customers: DataFrame, orders: DataFrame, events: DataFrame, snapshot: date) -> DataFrame:
+    """Customers known before S: signed up before S, or (signup date unknown) active before S."""
+    first_order = before(orders, "order_ts", snapshot).groupBy("customer_id").agg(F.min("order_ts").alias("first_order"))
+    first_event = before(events, "event_ts", snapshot).groupBy("customer_id").agg(F.min("event_ts").alias("first_event"))
+    joined = customers.join(first_order, "customer_id", "left").join(first_event, "customer_id", "left")
+    first_seen = F.coalesce(F.col("signup_date"), F.to_date(F.least("first_order", "first_event")))
+    return joined.where(first_seen < F.lit(snapshot)).select("customer_id", first_seen.alias("first_seen"))
+
+
+def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
+    """Recency, frequency, monetary value of completed orders, and BG/NBD's x, t_x, T (in days)."""
+    done = before(orders, "order_ts", snapshot).where(completed()).withColumn("day", F.to_date("order_ts"))
+    return done.groupBy("customer_id").agg(
+        F.datediff(F.lit(snapshot), F.max("day")).alias("recency_days"),
+        F.count(F.lit(1)).alias("frequency_orders"),
+        F.countDistinct("day").alias("frequency_days"),
+        F.sum("total_capped").cast("double").alias("monetary_total"),
+        F.avg("total_capped").cast("double").alias("monetary_mean"),
+        F.max("total_capped").cast("double").alias("monetary_max"),
+        (F.countDistinct("day") - 1).alias("bgnbd_x"),
+        F.datediff(F.max("day"), F.min("day")).alias("bgnbd_t_x"),
+        F.datediff(F.lit(snapshot), F.min("day")).alias("bgnbd_T"),
+    )
+
+
+def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
+    """Per trailing window: orders, spend, items, discount share, cancellations, returns; trends vs the
+    window before; slope of the daily spend rate over the windows (per log-day of window length)."""
+    longest = 2 * max(windows)
+    recent = before(orders, "order_ts", snapshot, longest)
+    aggs = []
+    for w in windows:
+        now, prev = in_window("order_ts", snapshot, w), in_window("order_ts", snapshot, w, offset_days=w)
+        done_now = now & completed()
+        aggs += [
+            F.count(F.when(now, 1)).alias(f"orders_{w}d"),
+            F.coalesce(F.sum(F.when(done_now, F.col("total_capped"))), F.lit(0)).cast("double").alias(f"spend_{w}d"),
+            F.coalesce(F.sum(F.when(done_now, F.col("items"))), F.lit(0)).cast("long").alias(f"items_{w}d"),
+            (F.sum(F.when(done_now, F.col("discount"))) / F.sum(F.when(done_now, F.col("total") + F.col("discount"))))
+            .cast("double").alias(f"discount_share_{w}d"),
+            F.count(F.when(now & (F.col("status") == "cancelled"), 1)).alias(f"cancellations_{w}d"),
+            F.count(F.when(now & (F.col("status") == "returned"), 1)).alias(f"returns_{w}d"),
+            F.coalesce(F.sum(F.when(prev & completed(), F.col("total_capped"))), F.lit(0)).cast("double").alias(f"_spend_prev_{w}d"),
+        ]
+    out = recent.groupBy("customer_id").agg(*aggs)
+    for w in windows:
+        out = out.withColumn(f"spend_trend_{w}d", F.col(f"spend_{w}d") - F.col(f"_spend_prev_{w}d")).drop(f"_spend_prev_{w}d")
+    logs = [math.log(w) for w in windows]
+    mean_log = sum(logs) / len(logs)
+    var_log = sum((x - mean_log) ** 2 for x in logs) or 1.0
+    rates = [F.col(f"spend_{w}d") / w for w in windows]
+    mean_rate = sum(rates) / len(rates)
+    slope = sum((x - mean_log) * (r - mean_rate) for x, r in zip(logs, rates)) / var_log
+    return out.withColumn("spend_rate_slope", slope.cast("double"))
+
+
+def inter_purchase(orders: DataFrame, snapshot: date) -> DataFrame:
+    """Gaps between purchase days: mean, std, and time since the last purchase over the usual gap."""
+    days = before(orders, "order_ts", snapshot).where(completed()).select("customer_id", F.to_date("order_ts").alias("day")).distinct()
+    gaps = days.withColumn("gap", F.datediff("day", F.lag("day").over(Window.partitionBy("customer_id").orderBy("day"))))
+    out = gaps.groupBy("customer_id").agg(
+        F.avg("gap").alias("ipt_mean_days"),
+        F.stddev_samp("gap").alias("ipt_std_days"),
+        F.datediff(F.lit(snapshot), F.max("day")).alias("_recency"),
+    )
+    return out.withColumn("since_last_over_usual", F.col("_recency") / F.col("ipt_mean_days")).drop("_recency")
+
+
+EVENT_TYPES = {"page_views": "page_view", "searches": "search", "favourites": "favourite", "cart_adds": "cart_add"}
+
+
+def behaviour(events: DataFrame, orders: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
+    """Per window: sessions, page views, searches, favourites, cart adds, active days, cart-to-order
+    conversion; days since last activity."""
+    recent = before(events, "event_ts", snapshot, max(windows))
+    aggs = []
+    for w in windows:
+        now = in_window("event_ts", snapshot, w)
+        aggs += [F.countDistinct(F.when(now, F.col("session_id"))).alias(f"sessions_{w}d")]
+        aggs += [F.count(F.when(now & (F.col("event_type") == t), 1)).alias(f"{name}_{w}d") for name, t in EVENT_TYPES.items()]
+        aggs += [F.countDistinct(F.when(now, F.to_date("event_ts"))).alias(f"days_active_{w}d")]
+    out = recent.groupBy("customer_id").agg(*aggs)
+    last = before(events, "event_ts", snapshot).groupBy("customer_id").agg(
+        days_before(F.max("event_ts"), snapshot).alias("last_active_days"))
+    order_counts = before(orders, "order_ts", snapshot, max(windows)).groupBy("customer_id").agg(
+        *[F.count(F.when(in_window("order_ts", snapshot, w), 1)).alias(f"_orders_{w}d") for w in windows])
+    out = out.join(last, "customer_id", "full").join(order_counts, "customer_id", "left")
+    for w in windows:
+        out = out.withColumn(f"cart_to_order_{w}d",
+                             (F.col(f"_orders_{w}d") / F.col(f"cart_adds_{w}d")).cast("double")).drop(f"_orders_{w}d")
+    return out
+
+
+def review_features(reviews: DataFrame, snapshot: date) -> DataFrame:
+    """Review count, mean rating and mean sentiment of the review texts."""
+    return before(reviews, "review_ts", snapshot).groupBy("customer_id").agg(
+        F.count(F.lit(1)).alias("review_count"),
+        F.avg("rating").alias("rating_mean"),
+        F.avg(sentiment(F.col("body"))).alias("review_sentiment"),
+    )
+
+
+def category_mix(orders: DataFrame, items: DataFrame, snapshot: date) -> DataFrame:
+    """Number of categories bought, the top category's share of items, and the entropy of the mix."""
+    done = before(orders, "order_ts", snapshot).where(completed()).select("order_id", "customer_id")
+    per_cat = done.join(items, "order_id").groupBy("customer_id", "category").agg(F.sum("quantity").alias("q"))
+    total = Window.partitionBy("customer_id")
+    shares = per_cat.withColumn("p", F.col("q") / F.sum("q").over(total))
+    return shares.groupBy("customer_id").agg(
+        F.count(F.lit(1)).alias("category_count"),
+        F.max("p").cast("double").alias("top_category_share"),
+        (-F.sum(F.col("p") * F.log(F.col("p")))).cast("double").alias("category_entropy"),
+    )
+
+
+def static(customers: DataFrame, city_tiers: Mapping[str, int]) -> DataFrame:
+    """Age band, gender, city tier, acquisition channel and signup cohort (year-quarter)."""
+    tier = F.lit("3")
+    for city, t in city_tiers.items():
+        tier = F.when(F.col("city") == city, F.lit(str(t))).otherwise(tier)
+    tier = F.when(F.col("city").isNull() | (F.col("city") == "unknown"), F.lit("unknown")).otherwise(tier)
+    cohort = F.when(F.col("signup_date").isNotNull(),
+                    F.concat(F.year("signup_date").cast("string"), F.lit("Q"), F.quarter("signup_date").cast("string")))
+    return customers.select("customer_id", "age_band", "gender", tier.alias("city_tier"), "acquisition_channel",
+                            F.coalesce(cohort, F.lit("unknown")).alias("signup_cohort"))
+
+
+def order_sequence(orders: DataFrame, snapshot: date, length: int) -> DataFrame:
+    """The last `length` completed orders, newest first, as aligned arrays: days before S, amount, items."""
+    done = before(orders, "order_ts", snapshot).where(completed())
+    rows = F.struct(F.col("order_ts").alias("ts"), F.col("order_id").alias("id"),
+                    F.col("total_capped").cast("double").alias("amount"), F.col("items").cast("int").alias("items"))
+    seq = done.groupBy("customer_id").agg(F.slice(F.sort_array(F.collect_list(rows), asc=False), 1, length).alias("_seq"))
+    return seq.select(
+        "customer_id",
+        F.transform("_seq", lambda o: days_before(o["ts"], snapshot)).alias("seq_days_before"),
+        F.transform("_seq", lambda o: o["amount"]).alias("seq_amount"),
+        F.transform("_seq", lambda o: o["items"]).alias("seq_items"),
+    )

@@ -1,0 +1,60 @@
+"""The features job: gold.customer_features (and gold.customer_labels, gold.training_set where the horizon has
+passed) for a snapshot and, optionally, earlier snapshots for a training set that sees the seasons.
+
+Each snapshot is one `replaceWhere snapshot_date = S` commit per table: rerunning a snapshot replaces it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from customer_value.config import Config
+from customer_value.features.build import customer_features
+from customer_value.labels.build import customer_labels, training_set
+from customer_value.tables import Tables
+
+
+def snapshot_dates(last: date, count: int, step_days: int) -> list[date]:
+    """`count` snapshots `step_days` apart, ending at `last`, oldest first."""
+    return [last - timedelta(days=step_days * k) for k in reversed(range(count))]
+
+
+def _log(msg: str) -> None:
+    print(f"[features] {msg}", flush=True)
+
+
+def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None, history: int = 1) -> list[date]:
+    """Compute and write features (and labels where complete) for `history` snapshots ending at `snapshot`."""
+    tables = Tables(cfg.storage)
+    fc = cfg.features
+    today = cfg.cleaning.today()
+    snapshot = snapshot or today + timedelta(days=1)
+    silver = {n: tables.read(spark, f"silver.{n}") for n in ("customers", "orders", "order_items", "events", "reviews")}
+    labelled = []
+    for s in snapshot_dates(snapshot, history, fc.snapshot_step_days):
+        t0 = time.perf_counter()
+        feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                                  silver["reviews"], s, fc)
+        tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{s}'")
+        n = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(s)).count()
+        msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
+        if s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1):
+            labels = customer_labels(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                                     s, fc.horizon_days)
+            tables.write(labels, "gold.customer_labels", replace_where=f"snapshot_date = '{s}'")
+            labelled.append(s)
+            msg += f", labels for [{s}, {s + timedelta(days=fc.horizon_days)})"
+        else:
+            msg += f", no labels (the {fc.horizon_days}-day horizon ends after {today})"
+        _log(f"{msg} ({time.perf_counter() - t0:.1f} s)")
+    if labelled:
+        in_list = ", ".join(f"'{s}'" for s in labelled)
+        feats = tables.read(spark, "gold.customer_features").where(f"snapshot_date IN ({in_list})")
+        labels = tables.read(spark, "gold.customer_labels").where(f"snapshot_date IN ({in_list})")
+        tables.write(training_set(feats, labels), "gold.training_set", replace_where=f"snapshot_date IN ({in_list})")
+        _log(f"gold.training_set: snapshots {', '.join(map(str, labelled))}")
+    return labelled

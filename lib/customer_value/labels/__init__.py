@@ -1,0 +1,1 @@
+"""Labels from the horizon after a snapshot: what the models learn to predict."""
