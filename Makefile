@@ -14,7 +14,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench-generate clean-data
+.PHONY: setup demo test test-fast bench-generate bench-features clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -25,6 +25,9 @@ setup:
 demo: setup
 	$(RUN) customer-value pipeline --generate --conf conf/local.yaml --set pseudonymisation.demo_mode=true
 	$(RUN) customer-value smoke --conf conf/local.yaml
+
+bench-features: setup
+	$(RUN) $(PY) bench/features.py --conf conf/local.yaml
 
 bench-generate: setup
 	$(RUN) $(PY) bench/generate.py --conf conf/local.yaml

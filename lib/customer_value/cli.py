@@ -121,17 +121,26 @@ def pipeline(
     overrides: SetOption = None,
     with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
 ) -> None:
-    """Run the stages in order in one Spark session: [generate] -> ingest -> clean; a line per stage."""
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features; a line per stage.
+
+    Features are computed for features.history_snapshots snapshots ending tomorrow (all data up to today),
+    with labels and the training set for those whose horizon has passed."""
     import time
 
     from customer_value.cleaning.run import clean_all
+    from customer_value.features.run import run_features
     from customer_value.ingest.run import ingest as run_ingest
     from customer_value.spark import spark_session
     from customer_value.synthetic.generate import generate as run_generate
     from customer_value.tables import Tables
 
     cfg = _config(conf, overrides)
-    stages = ([("generate", run_generate)] if with_generate else []) + [("ingest", run_ingest), ("clean", clean_all)]
+
+    def features_stage(spark, cfg):
+        run_features(spark, cfg, None, cfg.features.history_snapshots)
+
+    stages = ([("generate", run_generate)] if with_generate else []) + [
+        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage)]
     with spark_session(cfg) as spark:
         for name, stage in stages:
             t0 = time.perf_counter()
@@ -140,7 +149,7 @@ def pipeline(
             typer.echo(f"== {name} done in {time.perf_counter() - t0:.1f} s ==")
     tables = Tables(cfg.storage)
     typer.echo("\ntables:")
-    for name in tables.names(["bronze", "quarantine", "silver", "ops"]):
+    for name in tables.names(["bronze", "quarantine", "silver", "gold", "ops"]):
         typer.echo(f"  {name:<24} {tables.location(name)}")
 
 

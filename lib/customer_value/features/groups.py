@@ -7,13 +7,13 @@ the snapshot can reach a feature. Counts are 0 when a customer has no rows; rece
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, timedelta
 from typing import Mapping, Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from customer_value.features.pit import before, days_before, in_window
+from customer_value.features.pit import before, days_before, in_window, start_of
 from customer_value.features.text import sentiment
 
 
@@ -40,16 +40,20 @@ def population(customers: DataFrame, orders: DataFrame, events: DataFrame, snaps
 
 
 def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
-    """Recency, frequency, monetary value of completed orders, and BG/NBD's x, t_x, T (in days)."""
-    done = before(orders, "order_ts", snapshot).where(completed()).withColumn("day", F.to_date("order_ts"))
-    return done.groupBy("customer_id").agg(
+    """Recency, frequency, monetary value of completed orders, and BG/NBD's x, t_x, T (in days).
+
+    Reduced to one row per customer and purchase day first, so distinct days are a plain count."""
+    done = before(orders, "order_ts", snapshot).where(completed())
+    daily = done.groupBy("customer_id", F.to_date("order_ts").alias("day")).agg(
+        F.count(F.lit(1)).alias("n"), F.sum("total_capped").alias("spend"), F.max("total_capped").alias("top"))
+    return daily.groupBy("customer_id").agg(
         F.datediff(F.lit(snapshot), F.max("day")).alias("recency_days"),
-        F.count(F.lit(1)).alias("frequency_orders"),
-        F.countDistinct("day").alias("frequency_days"),
-        F.sum("total_capped").cast("double").alias("monetary_total"),
-        F.avg("total_capped").cast("double").alias("monetary_mean"),
-        F.max("total_capped").cast("double").alias("monetary_max"),
-        (F.countDistinct("day") - 1).alias("bgnbd_x"),
+        F.sum("n").alias("frequency_orders"),
+        F.count(F.lit(1)).alias("frequency_days"),
+        F.sum("spend").cast("double").alias("monetary_total"),
+        (F.sum("spend") / F.sum("n")).cast("double").alias("monetary_mean"),
+        F.max("top").cast("double").alias("monetary_max"),
+        (F.count(F.lit(1)) - 1).alias("bgnbd_x"),
         F.datediff(F.max("day"), F.min("day")).alias("bgnbd_t_x"),
         F.datediff(F.lit(snapshot), F.min("day")).alias("bgnbd_T"),
     )
@@ -103,20 +107,30 @@ EVENT_TYPES = {"page_views": "page_view", "searches": "search", "favourites": "f
 
 def behaviour(events: DataFrame, orders: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
     """Per window: sessions, page views, searches, favourites, cart adds, active days, cart-to-order
-    conversion; days since last activity."""
-    recent = before(events, "event_ts", snapshot, max(windows))
-    aggs = []
-    for w in windows:
-        now = in_window("event_ts", snapshot, w)
-        aggs += [F.countDistinct(F.when(now, F.col("session_id"))).alias(f"sessions_{w}d")]
-        aggs += [F.count(F.when(now & (F.col("event_type") == t), 1)).alias(f"{name}_{w}d") for name, t in EVENT_TYPES.items()]
-        aggs += [F.countDistinct(F.when(now, F.to_date("event_ts"))).alias(f"days_active_{w}d")]
-    out = recent.groupBy("customer_id").agg(*aggs)
-    last = before(events, "event_ts", snapshot).groupBy("customer_id").agg(
-        days_before(F.max("event_ts"), snapshot).alias("last_active_days"))
+    conversion; days since last activity.
+
+    Two small aggregations instead of one with many COUNT(DISTINCT ...): events are first reduced to one row
+    per customer and day (type counts) and per customer and session (last event), which the windows then sum.
+    Distinct counts over several windows would make Spark expand every event once per distinct expression.
+    """
+    seen = before(events, "event_ts", snapshot)
+    daily = seen.groupBy("customer_id", F.to_date("event_ts").alias("day")).agg(
+        *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()])
+    since = {w: F.col("day") >= F.lit(snapshot - timedelta(days=w)) for w in windows}
+    out = daily.groupBy("customer_id").agg(
+        *[F.coalesce(F.sum(F.when(since[w], F.col(name))), F.lit(0)).alias(f"{name}_{w}d")
+          for w in windows for name in EVENT_TYPES],
+        *[F.count(F.when(since[w], 1)).alias(f"days_active_{w}d") for w in windows],
+        F.datediff(F.lit(snapshot), F.max("day")).alias("last_active_days"),
+    )
+    sessions = (before(events, "event_ts", snapshot, max(windows)).where(F.col("session_id").isNotNull())
+                .groupBy("customer_id", "session_id").agg(F.max("event_ts").alias("last_event"))
+                .groupBy("customer_id").agg(*[F.count(F.when(F.col("last_event") >= start_of(snapshot - timedelta(days=w)), 1))
+                                              .alias(f"sessions_{w}d") for w in windows]))
     order_counts = before(orders, "order_ts", snapshot, max(windows)).groupBy("customer_id").agg(
         *[F.count(F.when(in_window("order_ts", snapshot, w), 1)).alias(f"_orders_{w}d") for w in windows])
-    out = out.join(last, "customer_id", "full").join(order_counts, "customer_id", "left")
+    out = out.join(sessions, "customer_id", "left").fillna(0, subset=[f"sessions_{w}d" for w in windows])
+    out = out.join(order_counts, "customer_id", "left")
     for w in windows:
         out = out.withColumn(f"cart_to_order_{w}d",
                              (F.col(f"_orders_{w}d") / F.col(f"cart_adds_{w}d")).cast("double")).drop(f"_orders_{w}d")
