@@ -35,9 +35,8 @@ SNAPSHOT = date(2025, 10, 1)
 
 def spark_features(spark, tables: Tables, windows):
     orders = tables.read(spark, "silver.orders")
-    items = tables.read(spark, "silver.order_items")
     events = tables.read(spark, "silver.events")
-    facts = g.order_facts(orders, items)
+    facts = g.order_facts(orders)
     return (g.rfm(facts, SNAPSHOT)
             .join(g.order_windows(facts, SNAPSHOT, windows), "customer_id", "full")
             .join(g.behaviour(events, facts, SNAPSHOT, windows), "customer_id", "full"))
@@ -68,10 +67,9 @@ def duckdb_sql(windows) -> str:
         event_aggs += [f"count(DISTINCT event_ts::DATE) FILTER (WHERE {e}) AS days_active_{w}d"]
     return f"""
     WITH o AS (
-      SELECT o.customer_id, o.order_ts, o.status, o.total_capped::DOUBLE AS amount, o.total::DOUBLE AS total,
-             o.discount::DOUBLE AS discount, coalesce(i.items, 0) AS items
-      FROM orders o LEFT JOIN (SELECT order_id, sum(quantity) AS items FROM items GROUP BY order_id) i USING (order_id)
-      WHERE NOT list_contains(o.dq_flags, 'orphan') AND o.order_ts < {s}),
+      SELECT customer_id, order_ts, status, total_capped::DOUBLE AS amount, total::DOUBLE AS total,
+             discount::DOUBLE AS discount, item_count AS items
+      FROM orders WHERE NOT list_contains(dq_flags, 'orphan') AND order_ts < {s}),
     rfm AS (
       SELECT customer_id, date_diff('day', max(order_ts::DATE), {s}::DATE) AS recency_days, count(*) AS frequency_orders,
              count(DISTINCT order_ts::DATE) AS frequency_days, sum(amount) AS monetary_total, avg(amount) AS monetary_mean,
@@ -89,7 +87,7 @@ def duckdb_sql(windows) -> str:
 def duckdb_features(tables: Tables, windows):
     con = duckdb.connect()
     con.execute("SET threads TO 2")
-    for view, name in (("orders", "silver.orders"), ("items", "silver.order_items"), ("events", "silver.events")):
+    for view, name in (("orders", "silver.orders"), ("events", "silver.events")):
         con.register(view, DeltaTable(tables.location(name)).to_pyarrow_dataset())
     return con.execute(duckdb_sql(windows)).arrow()
 

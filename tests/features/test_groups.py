@@ -18,9 +18,9 @@ from tests.features.tiny import customer, event, frames, item, order, review
 
 S = date(2024, 3, 1)
 ORDERS = [
-    order("o1", "c1", datetime(2024, 2, 1, 10), 100.0, discount=25.0),
+    order("o1", "c1", datetime(2024, 2, 1, 10), 100.0, discount=25.0, items=3),
     order("o2", "c1", datetime(2024, 2, 20, 9), 50.0),
-    order("o3", "c1", datetime(2024, 2, 25, 8), 70.0, status="cancelled"),
+    order("o3", "c1", datetime(2024, 2, 25, 8), 70.0, status="cancelled", items=5),
     order("o4", "c1", datetime(2024, 3, 1, 0), 999.0),             # at S: not a feature, a label
     order("o5", "c2", datetime(2023, 12, 1, 12), 40.0, status="returned"),
     order("o6", "c9", datetime(2024, 2, 10), 10.0, flags=["orphan"]),  # unknown customer: ignored
@@ -36,13 +36,13 @@ def tiny(spark):
 
 def test_population_is_customers_known_before_the_snapshot(spark, tiny):
     customers, orders, items, events, _ = tiny
-    pop = g.population(customers, g.order_facts(orders, items), events, S).select("customer_id")
+    pop = g.population(customers, g.order_facts(orders), events, S).select("customer_id")
     assert sorted(r.customer_id for r in pop.collect()) == ["c1", "c2"]  # c3 signs up on S itself
 
 
 def test_rfm(spark, tiny):
     _, orders, items, _, _ = tiny
-    out = g.rfm(g.order_facts(orders, items), S)
+    out = g.rfm(g.order_facts(orders), S)
     expected = spark.createDataFrame(
         [("c1", 10, 2, 2, 150.0, 75.0, 100.0, 1, 19, 29)],
         "customer_id string, recency_days int, frequency_orders long, frequency_days long, monetary_total double, "
@@ -52,7 +52,7 @@ def test_rfm(spark, tiny):
 
 def test_order_windows_and_trends(spark, tiny):
     _, orders, items, _, _ = tiny
-    out = g.order_windows(g.order_facts(orders, items), S, [7, 30]).where("customer_id = 'c1'")
+    out = g.order_windows(g.order_facts(orders), S, [7, 30]).where("customer_id = 'c1'")
     r = out.collect()[0].asDict()
     # 7 days = [Feb 23, Mar 1): only the cancelled o3; 30 days = [Jan 31, Mar 1): o1, o2, o3
     assert (r["orders_7d"], r["spend_7d"], r["cancellations_7d"], r["items_7d"]) == (1, 0.0, 1, 0)
@@ -65,13 +65,13 @@ def test_order_windows_and_trends(spark, tiny):
     rates = [0.0, 150.0 / 30]
     slope = (rates[1] - rates[0]) / (logs[1] - logs[0])
     assert r["spend_rate_slope"] == pytest.approx(slope)
-    c2 = g.order_windows(g.order_facts(orders, items), S, [7, 30]).where("customer_id = 'c2'").collect()
+    c2 = g.order_windows(g.order_facts(orders), S, [7, 30]).where("customer_id = 'c2'").collect()
     assert c2 == []  # c2's only order is older than twice the longest window
 
 
 def test_inter_purchase(spark, tiny):
     _, orders, items, _, _ = tiny
-    out = g.inter_purchase(g.order_facts(orders, items), S)
+    out = g.inter_purchase(g.order_facts(orders), S)
     expected = spark.createDataFrame([("c1", 19.0, None, 10 / 19)],
                                      "customer_id string, ipt_mean_days double, ipt_std_days double, since_last_over_usual double")
     assert_approx_df_equality(out, expected, 1e-9, ignore_nullable=True)
@@ -87,7 +87,7 @@ def test_behaviour(spark):
         event("c1", datetime(2024, 2, 10, 9, 5), "favourite", "s2"),
         event("c1", datetime(2024, 3, 1, 0, 0), "cart_add", "s3"),   # at S: invisible
     ])
-    r = g.behaviour(events, g.order_facts(orders, items), S, [7, 30]).collect()[0].asDict()
+    r = g.behaviour(events, g.order_facts(orders), S, [7, 30]).collect()[0].asDict()
     assert (r["sessions_7d"], r["page_views_7d"], r["cart_adds_7d"], r["searches_7d"], r["days_active_7d"]) == (1, 1, 2, 0, 1)
     assert (r["sessions_30d"], r["searches_30d"], r["favourites_30d"], r["days_active_30d"]) == (2, 1, 1, 2)
     assert r["last_active_days"] == 2
@@ -107,7 +107,7 @@ def test_reviews_and_sentiment(spark):
 
 def test_category_mix(spark, tiny):
     _, orders, items, _, _ = tiny
-    out = g.category_mix(g.order_facts(orders, items), items, S)
+    out = g.category_mix(g.order_facts(orders), items, S)
     # completed before S: o1 (home 2, books 1), o2 (home 1): home 3/4, books 1/4
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     expected = spark.createDataFrame([("c1", 2, 0.75, entropy)],
@@ -125,17 +125,17 @@ def test_static(spark, tiny):
 
 def test_order_sequence_newest_first_and_aligned(spark, tiny):
     _, orders, items, _, _ = tiny
-    out = g.order_sequence(g.order_facts(orders, items), S, length=1)
+    out = g.order_sequence(g.order_facts(orders), S, length=1)
     expected = spark.createDataFrame([("c1", [10], [50.0], [1])],
                                      "customer_id string, seq_days_before array<int>, seq_amount array<double>, seq_items array<int>")
     assert_df_equality(out, expected, ignore_nullable=True)
-    full = g.order_sequence(g.order_facts(orders, items), S, length=20).collect()[0]
+    full = g.order_sequence(g.order_facts(orders), S, length=20).collect()[0]
     assert (full.seq_days_before, full.seq_amount, full.seq_items) == ([10, 29], [50.0, 100.0], [1, 3])
 
 
 def test_labels_use_only_the_horizon(spark, tiny):
     customers, orders, items, events, _ = tiny
-    out = customer_labels(customers, orders, items, events, S, horizon_days=90)
+    out = customer_labels(customers, orders, events, S, horizon_days=90)
     expected = spark.createDataFrame([("c1", 999.0, 1, False, 90, S), ("c2", 0.0, 0, True, 90, S)],
                                      "customer_id string, future_spend double, future_orders long, churned boolean, horizon_days int, snapshot_date date")
     assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
@@ -151,5 +151,5 @@ def test_assembled_features_match_the_catalogue_and_the_docs(spark, tiny):
     assert (rows["c2"].frequency_orders, rows["c2"].spend_30d, rows["c2"].recency_days, rows["c2"].seq_amount) == (0, 0.0, None, [])
     assert rows["c1"].tenure_days == 60
     assert (ROOT / "docs" / "features.md").read_text() == markdown(cfg), "regenerate: customer-value feature-catalogue > docs/features.md"
-    labels = customer_labels(customers, orders, items, events, S, 90)
+    labels = customer_labels(customers, orders, events, S, 90)
     assert training_set(out, labels).count() == 2

@@ -29,7 +29,7 @@ SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items":
 CONSTRAINTS = {
     "silver.customers": {"customer_id_hashed": "length(customer_id) = 64"},
     "silver.orders": {"total_in_range": "total >= 0", "capped_le_total": "total_capped <= total",
-                      "discount_not_negative": "discount >= 0"},
+                      "discount_not_negative": "discount >= 0", "item_count_not_negative": "item_count >= 0"},
     "silver.order_items": {"quantity_positive": "quantity > 0", "price_not_negative": "unit_price >= 0"},
     "silver.events": {"event_ts_present": "event_ts IS NOT NULL"},
     "silver.reviews": {"rating_1_to_5": "rating BETWEEN 1 AND 5"},
@@ -72,6 +72,7 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
     stages["orders"] = clean.clean_orders(bronze["orders"], known_users, ctx, float(cap[0]) if cap else None)
     accepted_orders = clean.accepted_keys(stages["orders"], "order_id")
     stages["order_items"] = clean.clean_order_items(bronze["order_items"], accepted_orders, ctx)
+    stages["orders"].silver = clean.with_item_counts(stages["orders"].silver, stages["order_items"].silver)
     stages["events"] = clean.clean_events(bronze["events"], known_users, ctx)
     stages["reviews"] = clean.clean_reviews(bronze["reviews"], known_users, ctx)
 

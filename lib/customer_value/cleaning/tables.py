@@ -126,6 +126,14 @@ def clean_reviews(reviews: DataFrame, known_users: DataFrame, ctx: Context) -> S
     return Stages(reviews, dedup, latest, ruled, silver)
 
 
+def with_item_counts(orders: DataFrame, items: DataFrame) -> DataFrame:
+    """silver.orders gains `item_count`, the quantity of its valid item lines (0 without any): every feature
+    job needs it, and computing it once here saves each of them a shuffle-join with the item lines."""
+    counts = items.groupBy("order_id").agg(F.sum("quantity").cast("int").alias("item_count"))
+    joined = orders.join(counts, "order_id", "left").withColumn("item_count", F.coalesce("item_count", F.lit(0)))
+    return joined.select(*[c for c in orders.columns if c != FLAGS], "item_count", FLAGS)
+
+
 def accepted_keys(stages: Stages, key: str) -> DataFrame:
     """The raw keys of rows that passed, for orphan checks of the tables that refer to them."""
     return stages.ruled.where(F.col(REJECT).isNull()).select(key)

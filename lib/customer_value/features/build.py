@@ -19,7 +19,7 @@ ZERO_WHEN_ABSENT = ("frequency_", "monetary_total", "bgnbd_", "orders_", "spend_
 def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame, events: DataFrame,
                       reviews: DataFrame, snapshot: date, cfg: FeaturesConfig) -> DataFrame:
     """gold.customer_features for one snapshot (without writing it)."""
-    facts = g.order_facts(orders, items)
+    facts = g.order_facts(orders)
     pop = g.population(customers, facts, events, snapshot)
     parts = [
         g.rfm(facts, snapshot),

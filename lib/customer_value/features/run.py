@@ -43,8 +43,7 @@ def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None,
         n = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(s)).count()
         msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
         if s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1):
-            labels = customer_labels(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
-                                     s, fc.horizon_days)
+            labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, fc.horizon_days)
             tables.write(labels, "gold.customer_labels", replace_where=f"snapshot_date = '{s}'")
             labelled.append(s)
             msg += f", labels for [{s}, {s + timedelta(days=fc.horizon_days)})"

@@ -15,9 +15,9 @@ from customer_value.features.groups import completed, order_facts, population
 from customer_value.features.pit import within
 
 
-def customer_labels(customers: DataFrame, orders: DataFrame, items: DataFrame, events: DataFrame,
-                    snapshot: date, horizon_days: int) -> DataFrame:
-    facts = order_facts(orders, items)
+def customer_labels(customers: DataFrame, orders: DataFrame, events: DataFrame, snapshot: date,
+                    horizon_days: int) -> DataFrame:
+    facts = order_facts(orders)
     pop = population(customers, facts, events, snapshot).select("customer_id")
     future = within(facts, "order_ts", snapshot, horizon_days).where(completed()).groupBy("customer_id").agg(
         F.sum("total").cast("double").alias("future_spend"),
