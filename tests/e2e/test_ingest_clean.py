@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from customer_value.cleaning.pseudonymise import DEMO_KEY, MissingKeyError, hmac
 from customer_value.cleaning.quality import DataQualityError
 from customer_value.cleaning.run import clean_all
 from customer_value.config import load_config
+from customer_value.features.run import run_features
 from customer_value.ingest.run import ingest
 from customer_value.landing import SOURCES
 from customer_value.schemas import RAW_SOURCES
@@ -25,6 +27,8 @@ from tests.conftest import ROOT
 from tests.synthetic.test_generate import DIRTY
 
 pytestmark = pytest.mark.slow
+SNAPSHOT = date(2025, 10, 1)
+GOLD = ["gold.customer_features", "gold.customer_labels", "gold.training_set"]
 SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items": "silver.order_items",
           "events": "silver.events", "reviews": "silver.reviews"}
 
@@ -45,6 +49,7 @@ def shop(spark, tmp_path_factory):
     generated = generate(spark, cfg)
     ingested = ingest(spark, cfg)
     counts = clean_all(spark, cfg)
+    run_features(spark, cfg, SNAPSHOT, history=2)
     manifest = json.loads((Path(generated.landing) / "_manifest.json").read_text())
     return cfg, manifest, ingested, counts
 
@@ -215,7 +220,7 @@ def test_nothing_personal_reaches_silver(shop):
     secrets = set(users.user_id) | set(users.name.dropna()) | set(users.email.dropna()) | set(users.phone.dropna())
     raw_id = re.compile(r"\bu\d{7,8}\b")
     layers = [p for layer in ("silver", "gold") for p in sorted((Path(cfg.storage.root) / layer).glob("*"))]
-    assert len(layers) == 5
+    assert len(layers) == 8  # five silver tables, three gold
     for path in layers:
         table = DeltaTable(str(path)).to_pandas()
         assert not {"user_id", "name", "email", "phone", "birth_date"} & set(table.columns), path
@@ -231,10 +236,11 @@ def test_nothing_personal_reaches_silver(shop):
 def test_rerun_changes_nothing(spark, shop):
     cfg, _, _, _ = shop
     names = [f"{layer}.{s}" for layer in ("bronze", "quarantine") for s in SOURCES] + list(SILVER.values()) + [
-        "quarantine.rejects", "ops.data_quality", "ops.ingest_log", "ops.ingested_files"]
+        "quarantine.rejects", "ops.data_quality", "ops.ingest_log", "ops.ingested_files", *GOLD]
     before = {n: _canonical(read(cfg, n)) for n in names}
     assert ingest(spark, cfg).batch_id is None  # nothing new
     clean_all(spark, cfg)
+    run_features(spark, cfg, SNAPSHOT, history=1)  # rerunning a snapshot replaces its partition
     for n in names:
         pd.testing.assert_frame_equal(_canonical(read(cfg, n)), before[n], obj=n)
 
@@ -263,3 +269,16 @@ def test_clean_refuses_to_run_without_a_key(spark, shop, monkeypatch):
     real = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={cfg.storage.root}"])
     with pytest.raises(MissingKeyError, match="CUSTOMER_VALUE_ID_KEY"):
         clean_all(spark, real)
+
+
+def test_features_and_labels_for_each_snapshot(shop):
+    cfg, _, _, _ = shop
+    features, labels, train = (read(cfg, n) for n in GOLD)
+    assert sorted(features.snapshot_date.astype(str).unique()) == ["2025-09-01", "2025-10-01"]
+    for table in (features, labels):
+        assert not table.duplicated(["customer_id", "snapshot_date"]).any()
+    # labels exist for every featured customer, and the training set is their join
+    assert len(train) == len(labels) == len(features)
+    customers = set(read(cfg, "silver.customers").customer_id)
+    assert set(features.customer_id) <= customers
+    assert 0.2 < labels.churned.mean() < 0.9 and labels.future_spend.ge(0).all()

@@ -107,13 +107,15 @@ def behaviour(events: DataFrame, orders: DataFrame, snapshot: date, windows: Seq
     """Per window: sessions, page views, searches, favourites, cart adds, active days, cart-to-order
     conversion; days since last activity.
 
-    Two small aggregations instead of one with many COUNT(DISTINCT ...): events are first reduced to one row
-    per customer and day (type counts) and per customer and session (last event), which the windows then sum.
-    Distinct counts over several windows would make Spark expand every event once per distinct expression.
+    Events are read once and reduced to one row per customer, session and day (type counts, last event);
+    days and sessions are then counted on that much smaller frame (Spark reuses the one shuffle for both).
+    COUNT(DISTINCT ...) over several windows would instead make Spark copy every event once per expression.
     """
-    seen = before(events, "event_ts", snapshot)
-    daily = seen.groupBy("customer_id", F.to_date("event_ts").alias("day")).agg(
-        *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()])
+    per_session_day = before(events, "event_ts", snapshot).groupBy(
+        "customer_id", "session_id", F.to_date("event_ts").alias("day")).agg(
+        *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()],
+        F.max("event_ts").alias("last_event"))
+    daily = per_session_day.groupBy("customer_id", "day").agg(*[F.sum(name).alias(name) for name in EVENT_TYPES])
     since = {w: F.col("day") >= F.lit(snapshot - timedelta(days=w)) for w in windows}
     out = daily.groupBy("customer_id").agg(
         *[F.coalesce(F.sum(F.when(since[w], F.col(name))), F.lit(0)).alias(f"{name}_{w}d")
@@ -121,8 +123,8 @@ def behaviour(events: DataFrame, orders: DataFrame, snapshot: date, windows: Seq
         *[F.count(F.when(since[w], 1)).alias(f"days_active_{w}d") for w in windows],
         F.datediff(F.lit(snapshot), F.max("day")).alias("last_active_days"),
     )
-    sessions = (before(events, "event_ts", snapshot, max(windows)).where(F.col("session_id").isNotNull())
-                .groupBy("customer_id", "session_id").agg(F.max("event_ts").alias("last_event"))
+    sessions = (per_session_day.where(F.col("session_id").isNotNull())
+                .groupBy("customer_id", "session_id").agg(F.max("last_event").alias("last_event"))
                 .groupBy("customer_id").agg(*[F.count(F.when(F.col("last_event") >= start_of(snapshot - timedelta(days=w)), 1))
                                               .alias(f"sessions_{w}d") for w in windows]))
     order_counts = before(orders, "order_ts", snapshot, max(windows)).groupBy("customer_id").agg(
