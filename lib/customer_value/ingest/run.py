@@ -184,8 +184,8 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
              f"quarantine {totals['quarantined']:>7,}, whole files quarantined {len(rejected)} "
              f"({time.perf_counter() - t0:.1f} s)")
 
-    tables.write(spark.createDataFrame(rejected_files and [(s, p, r, bid, now) for s, p, r in rejected_files] or [],
-                                       QUARANTINED_FILES_SCHEMA), "quarantine.files", replace_where=where)
+    tables.write(spark.createDataFrame([(s, p, r, bid, now) for s, p, r in rejected_files], QUARANTINED_FILES_SCHEMA),
+                 "quarantine.files", replace_where=where)
     tables.write(spark.createDataFrame(log_rows, LOG_SCHEMA), "ops.ingest_log", replace_where=where)
     marker = spark.createDataFrame([(spark_path(f.path), f.source, f.size, f.modified, bid, now) for f in new], FILES_SCHEMA)
     if done is None:
