@@ -4,6 +4,7 @@ counts that reconcile exactly, reruns that change nothing, and no personal data 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from datetime import date
@@ -263,11 +264,12 @@ def test_threshold_fails_after_metrics_and_keeps_silver(spark, shop):
     assert (dq[dq.metric == "reject_share"].value > 0.001).any()
 
 
-def test_clean_refuses_to_run_without_a_key(spark, shop, monkeypatch):
+def test_clean_refuses_to_run_without_a_key(spark, shop):
     cfg, _, _, _ = shop
-    monkeypatch.delenv("CUSTOMER_VALUE_ID_KEY", raising=False)
-    real = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={cfg.storage.root}"])
-    with pytest.raises(MissingKeyError, match="CUSTOMER_VALUE_ID_KEY"):
+    unset = "CUSTOMER_VALUE_KEY_THAT_IS_NOT_SET"
+    assert unset not in os.environ
+    real = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={cfg.storage.root}", f"pseudonymisation.key_env={unset}"])
+    with pytest.raises(MissingKeyError, match=unset):
         clean_all(spark, real)
 
 
