@@ -95,15 +95,6 @@ RAW_SOURCES: dict[str, RawSource] = {
     ]
 }
 
-# Columns ingest adds to every bronze and quarantine row.
-INGEST_METADATA = T.StructType([
-    T.StructField("_source_file", T.StringType(), False),
-    T.StructField("_encoding", T.StringType(), False),
-    T.StructField("_issues", T.ArrayType(T.StringType(), False), False),
-    T.StructField("_batch_id", T.StringType(), False),
-    T.StructField("_ingested_at", T.TimestampType(), False),
-])
-
 SMOKE_CUSTOMERS = T.StructType(
     [
         T.StructField("customer_id", T.StringType(), False),
@@ -113,12 +104,6 @@ SMOKE_CUSTOMERS = T.StructType(
 )
 
 SMOKE_FEATURES = [f"f{i}" for i in range(8)]
-
-SMOKE_TRAINING = T.StructType(
-    [T.StructField("row_id", T.LongType(), False)]
-    + [T.StructField(name, T.FloatType(), False) for name in SMOKE_FEATURES]
-    + [T.StructField("label", T.FloatType(), False)]
-)
 
 SMOKE_SCORES = T.StructType(
     [

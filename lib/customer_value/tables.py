@@ -14,9 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from customer_value.config import StorageConfig
 
-LAYERS = ("bronze", "quarantine", "silver", "gold", "ops", "synthetic", "smoke")
-
-
 @dataclass(frozen=True)
 class TableSpec:
     """What every reader and writer of a table agrees on."""

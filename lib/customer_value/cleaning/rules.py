@@ -44,10 +44,6 @@ def accepted(df: DataFrame) -> DataFrame:
     return df.where(F.col(REJECT).isNull()).drop(REJECT)
 
 
-def rejected(df: DataFrame) -> DataFrame:
-    return df.where(F.col(REJECT).isNotNull())
-
-
 def timestamp_rules(column: str, opened: date, today: date) -> list[Rule]:
     """A timestamp must fall between the shop's opening and the end of today."""
     col = F.col(column)

@@ -20,6 +20,7 @@ from customer_value.cleaning.pseudonymise import load_key
 from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows, profile
 from customer_value.cleaning.rules import REJECT
 from customer_value.config import Config
+from customer_value.ingest.parse import union_all
 from customer_value.landing import SOURCES
 from customer_value.tables import Tables
 
@@ -65,11 +66,12 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
     stages = {}
     stages["users"] = clean.clean_users(bronze["users"], ctx)
     known_users = clean.accepted_keys(stages["users"], "user_id")
-    # the cap is a quantile of valid order totals, computed once before the order frame is built
-    provisional = clean.clean_orders(bronze["orders"], known_users, ctx, None)
-    valid_totals = provisional.ruled.where(F.col(REJECT).isNull())
-    cap = valid_totals.approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
-    stages["orders"] = clean.clean_orders(bronze["orders"], known_users, ctx, float(cap[0]) if cap else None)
+    # the cap is a quantile of the valid order totals: rules first (kept in memory), then the cap on top
+    orders = clean.clean_orders(bronze["orders"], known_users, ctx)
+    orders.ruled = orders.ruled.persist(StorageLevel.MEMORY_AND_DISK)
+    cap = orders.ruled.where(F.col(REJECT).isNull()).approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
+    orders.silver = clean.cap_totals(orders.silver, float(cap[0]) if cap else None)
+    stages["orders"] = orders
     accepted_orders = clean.accepted_keys(stages["orders"], "order_id")
     stages["order_items"] = clean.clean_order_items(bronze["order_items"], accepted_orders, ctx)
     stages["orders"].silver = clean.with_item_counts(stages["orders"].silver, stages["order_items"].silver)
@@ -92,11 +94,8 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
     tables.write(spark.createDataFrame(metrics, METRICS_SCHEMA), "ops.data_quality", replace_where=f"run_id = '{rid}'")
     check_thresholds(counts, cfg.cleaning.max_reject_share)
 
-    rejects = [clean.reject_records(st, SILVER[s], s) for s, st in stages.items()]
-    all_rejects = rejects[0]
-    for r in rejects[1:]:
-        all_rejects = all_rejects.unionByName(r)
-    tables.write(all_rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
+    rejects = union_all([clean.reject_records(st, SILVER[s], s) for s, st in stages.items()])
+    tables.write(rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
     for source, df in silver.items():
         tables.write(df, SILVER[source], options={"overwriteSchema": "true"})
         add_constraints(spark, tables, SILVER[source])

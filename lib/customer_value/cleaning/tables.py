@@ -70,8 +70,9 @@ def clean_users(users: DataFrame, ctx: Context) -> Stages:
     return Stages(users, dedup, latest, ruled, silver)
 
 
-def clean_orders(orders: DataFrame, known_users: DataFrame, ctx: Context, total_cap: float | None) -> Stages:
-    """Latest version of each order; impossible amounts, times and statuses rejected; orphans flagged; capped."""
+def clean_orders(orders: DataFrame, known_users: DataFrame, ctx: Context) -> Stages:
+    """Latest version of each order; impossible amounts, times and statuses rejected; orphans flagged.
+    `total_capped` equals `total` until `cap_totals` applies the outlier cap."""
     c = ctx.cleaning
     rules = [
         *amount_rules("total", c.max_amount),
@@ -82,7 +83,7 @@ def clean_orders(orders: DataFrame, known_users: DataFrame, ctx: Context, total_
     order = [F.col("updated_at").desc_nulls_last(), *_newest_first()]
     dedup, latest, ruled = _stages(orders, "orders", ["order_id"], order, rules)
     good = flag_orphans(_empty_flags(accepted(ruled)), "user_id", known_users, "user_id")
-    good = cap_at(fill_missing(good, c.fill), "total", total_cap, "total_capped", "outlier:total")
+    good = fill_missing(good, c.fill).withColumn("total_capped", F.col("total"))
     silver = good.select(
         "order_id", pseudonym(F.col("user_id"), ctx.key).alias("customer_id"), "order_ts", "updated_at", "status",
         "payment_method", F.coalesce("discount", F.lit(0).cast("decimal(12,2)")).alias("discount"),
@@ -124,6 +125,11 @@ def clean_reviews(reviews: DataFrame, known_users: DataFrame, ctx: Context) -> S
     silver = good.select("review_id", pseudonym(F.col("user_id"), ctx.key).alias("customer_id"), "order_id",
                          "product_id", "review_ts", "rating", "body", FLAGS)
     return Stages(reviews, dedup, latest, ruled, silver)
+
+
+def cap_totals(orders: DataFrame, cap: float | None) -> DataFrame:
+    """Order totals above `cap` (a quantile of valid totals) capped in `total_capped` and flagged."""
+    return cap_at(orders, "total", cap, "total_capped", "outlier:total")
 
 
 def with_item_counts(orders: DataFrame, items: DataFrame) -> DataFrame:

@@ -6,7 +6,7 @@ customers were drawn from.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 
@@ -26,7 +26,3 @@ def season_weights(season: Seasonality, first: date, days: int) -> np.ndarray:
     yearly = 1.0 + season.yearly_amplitude * np.cos(2 * np.pi * (day_of_year - season.yearly_peak_day) / 365.25)
     weekly = np.asarray(season.weekday_weights, dtype=float)
     return yearly * (weekly / weekly.mean())[weekday]
-
-
-def day_to_date(first: date, offset: int) -> date:
-    return first + timedelta(days=int(offset))
