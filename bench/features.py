@@ -39,7 +39,7 @@ def spark_features(spark, tables: Tables, windows):
     facts = g.order_facts(orders)
     return (g.rfm(facts, SNAPSHOT)
             .join(g.order_windows(facts, SNAPSHOT, windows), "customer_id", "full")
-            .join(g.behaviour(events, facts, SNAPSHOT, windows), "customer_id", "full"))
+            .join(g.behaviour(events, SNAPSHOT, windows), "customer_id", "full"))
 
 
 def duckdb_sql(windows) -> str:
@@ -62,7 +62,7 @@ def duckdb_sql(windows) -> str:
             f"coalesce(sum(amount) FILTER (WHERE {done}), 0) - coalesce(sum(amount) FILTER (WHERE {win('order_ts', w, w)} AND status = 'completed'), 0) AS spend_trend_{w}d",
         ]
         e = win("event_ts", w)
-        event_aggs += [f"count(DISTINCT session_id) FILTER (WHERE {e}) AS sessions_{w}d"]
+        event_aggs += [f"count(DISTINCT (session_id, event_ts::DATE)) FILTER (WHERE {e} AND session_id IS NOT NULL) AS sessions_{w}d"]
         event_aggs += [f"count(*) FILTER (WHERE {e} AND event_type = '{t}') AS {n}_{w}d" for n, t in g.EVENT_TYPES.items()]
         event_aggs += [f"count(DISTINCT event_ts::DATE) FILTER (WHERE {e}) AS days_active_{w}d"]
     return f"""

@@ -25,7 +25,7 @@ def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame,
         g.rfm(facts, snapshot),
         g.order_windows(facts, snapshot, cfg.windows),
         g.inter_purchase(facts, snapshot),
-        g.behaviour(events, facts, snapshot, cfg.windows),
+        g.behaviour(events, snapshot, cfg.windows),
         g.review_features(reviews, snapshot),
         g.category_mix(facts, items, snapshot),
         g.static(customers, cfg.city_tiers),
@@ -36,7 +36,7 @@ def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame,
         out = out.join(part, "customer_id", "left")
     names = [d.name for d in catalogue(cfg)]
     zero = [n for n in names if n.startswith(ZERO_WHEN_ABSENT)]
-    out = out.fillna(0, subset=zero)
+    out = g.conversion(out.fillna(0, subset=zero), cfg.windows)
     empty = F.array().cast("array<int>")
     out = out.withColumn("seq_days_before", F.coalesce("seq_days_before", empty)) \
              .withColumn("seq_amount", F.coalesce("seq_amount", F.array().cast("array<double>"))) \

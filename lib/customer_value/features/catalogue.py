@@ -49,7 +49,7 @@ def catalogue(cfg: FeaturesConfig) -> list[FeatureDef]:
     add("since_last_over_usual", "inter_purchase", allw, "days since last purchase / mean gap")
     for w in cfg.windows:
         win = f"last {w} days"
-        add(f"sessions_{w}d", "behaviour", win, "distinct sessions")
+        add(f"sessions_{w}d", "behaviour", win, "sessions, each counted on every day it is active (split at midnight)")
         add(f"page_views_{w}d", "behaviour", win, "page views")
         add(f"searches_{w}d", "behaviour", win, "searches")
         add(f"favourites_{w}d", "behaviour", win, "products added to favourites")

@@ -10,7 +10,7 @@ import math
 from datetime import date, timedelta
 from typing import Mapping, Sequence
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from customer_value.features.pit import before, days_before, in_window, start_of
@@ -24,8 +24,13 @@ def completed():
 
 
 def order_facts(orders: DataFrame) -> DataFrame:
-    """Orders of known customers (orphans excluded), with their item count as `items`."""
-    return orders.where(~F.array_contains("dq_flags", "orphan")).withColumnRenamed("item_count", "items")
+    """Orders of known customers (orphans excluded), with their item count as `items` and amounts as doubles.
+
+    Silver keeps money as decimal(12, 2); their sums are decimal(22, 2), which Spark adds through
+    java.math.BigDecimal (beyond 18 digits), several times slower than doubles. Features and labels are
+    doubles anyway, so the cast happens once, here."""
+    money = {c: F.col(c).cast("double") for c in ("total", "total_capped", "discount")}
+    return orders.where(~F.array_contains("dq_flags", "orphan")).withColumnRenamed("item_count", "items").withColumns(money)
 
 
 def population(customers: DataFrame, orders: DataFrame, events: DataFrame, snapshot: date) -> DataFrame:
@@ -100,41 +105,48 @@ def inter_purchase(orders: DataFrame, snapshot: date) -> DataFrame:
     return out.withColumn("since_last_over_usual", F.col("_recency") / F.col("ipt_mean_days")).drop("_recency")
 
 
+def compact_id(customer_id: str) -> Column:
+    """Silver's pseudonyms (lowercase hex) as raw bytes: half the bytes to hash, compare and shuffle when
+    grouping millions of events by customer; `expand_id` gives back the same string."""
+    return F.unhex(customer_id)
+
+
+def expand_id(compact: str) -> Column:
+    return F.lower(F.hex(compact))
+
+
 EVENT_TYPES = {"page_views": "page_view", "searches": "search", "favourites": "favourite", "cart_adds": "cart_add"}
 
 
-def behaviour(events: DataFrame, orders: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
-    """Per window: sessions, page views, searches, favourites, cart adds, active days, cart-to-order
-    conversion; days since last activity.
+def behaviour(events: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
+    """Per window: sessions, page views, searches, favourites, cart adds, active days; days since last activity.
 
-    Events are read once and reduced to one row per customer, session and day (type counts, last event);
-    days and sessions are then counted on that much smaller frame (Spark reuses the one shuffle for both).
-    COUNT(DISTINCT ...) over several windows would instead make Spark copy every event once per expression.
+    A session is counted on each day it is active (split at midnight, as web analytics counts sessions), so
+    the events reduce to one row per customer, day and session, then one per customer and day (type counts,
+    sessions that day), and the windows are plain sums over days. Two small shuffles after the first partial
+    aggregation; COUNT(DISTINCT ...) per window would instead copy every event once per expression, and a
+    separate per-session branch would shuffle the events' sessions a second time.
     """
     per_session_day = before(events, "event_ts", snapshot).groupBy(
-        "customer_id", "session_id", F.to_date("event_ts").alias("day")).agg(
-        *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()],
-        F.max("event_ts").alias("last_event"))
-    daily = per_session_day.groupBy("customer_id", "day").agg(*[F.sum(name).alias(name) for name in EVENT_TYPES])
+        compact_id("customer_id").alias("customer_id"), F.to_date("event_ts").alias("day"), "session_id").agg(
+        *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()])
+    daily = per_session_day.groupBy("customer_id", "day").agg(
+        *[F.sum(name).alias(name) for name in EVENT_TYPES], F.count("session_id").alias("sessions"))
     since = {w: F.col("day") >= F.lit(snapshot - timedelta(days=w)) for w in windows}
-    out = daily.groupBy("customer_id").agg(
+    return daily.groupBy(expand_id("customer_id").alias("customer_id")).agg(
         *[F.coalesce(F.sum(F.when(since[w], F.col(name))), F.lit(0)).alias(f"{name}_{w}d")
-          for w in windows for name in EVENT_TYPES],
+          for w in windows for name in ("sessions", *EVENT_TYPES)],
         *[F.count(F.when(since[w], 1)).alias(f"days_active_{w}d") for w in windows],
         F.datediff(F.lit(snapshot), F.max("day")).alias("last_active_days"),
     )
-    sessions = (per_session_day.where(F.col("session_id").isNotNull())
-                .groupBy("customer_id", "session_id").agg(F.max("last_event").alias("last_event"))
-                .groupBy("customer_id").agg(*[F.count(F.when(F.col("last_event") >= start_of(snapshot - timedelta(days=w)), 1))
-                                              .alias(f"sessions_{w}d") for w in windows]))
-    order_counts = before(orders, "order_ts", snapshot, max(windows)).groupBy("customer_id").agg(
-        *[F.count(F.when(in_window("order_ts", snapshot, w), 1)).alias(f"_orders_{w}d") for w in windows])
-    out = out.join(sessions, "customer_id", "left").fillna(0, subset=[f"sessions_{w}d" for w in windows])
-    out = out.join(order_counts, "customer_id", "left")
+
+
+def conversion(features: DataFrame, windows: Sequence[int]) -> DataFrame:
+    """Cart-to-order conversion per window from the assembled order and behaviour counts (null without cart
+    adds): derived after the join, so neither group reads the other's table."""
     for w in windows:
-        out = out.withColumn(f"cart_to_order_{w}d",
-                             (F.col(f"_orders_{w}d") / F.col(f"cart_adds_{w}d")).cast("double")).drop(f"_orders_{w}d")
-    return out
+        features = features.withColumn(f"cart_to_order_{w}d", (F.col(f"orders_{w}d") / F.col(f"cart_adds_{w}d")).cast("double"))
+    return features
 
 
 def review_features(reviews: DataFrame, snapshot: date) -> DataFrame:
