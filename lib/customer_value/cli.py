@@ -121,13 +121,14 @@ def pipeline(
     overrides: SetOption = None,
     with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
 ) -> None:
-    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features; a line per stage.
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> backtest.
 
     Features are computed for features.history_snapshots snapshots ending tomorrow (all data up to today),
     with labels and the training set for those whose horizon has passed."""
     import time
 
     from customer_value.cleaning.run import clean_all
+    from customer_value.evaluation.backtest import run_backtest
     from customer_value.features.run import run_features
     from customer_value.ingest.run import ingest as run_ingest
     from customer_value.spark import spark_session
@@ -139,8 +140,12 @@ def pipeline(
     def features_stage(spark, cfg):
         run_features(spark, cfg, None, cfg.features.history_snapshots)
 
+    def backtest_stage(spark, cfg):
+        result = run_backtest(spark, cfg)
+        typer.echo(f"report: {result.report_dir}/report.html")
+
     stages = ([("generate", run_generate)] if with_generate else []) + [
-        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage)]
+        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("backtest", backtest_stage)]
     with spark_session(cfg) as spark:
         for name, stage in stages:
             t0 = time.perf_counter()
@@ -167,6 +172,42 @@ def features(
     cfg = _config(conf, overrides)
     with spark_session(cfg) as spark:
         run_features(spark, cfg, snapshot_date.date() if snapshot_date else None, history)
+
+
+SnapshotOption = Annotated[Optional[datetime], typer.Option(
+    formats=["%Y-%m-%d"], help="Snapshot S (default: the latest whose horizon has passed).")]
+HorizonOption = Annotated[Optional[int], typer.Option(help="Horizon H in days (default: features.horizon_days).")]
+
+
+@app.command()
+def backtest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
+             horizon_days: HorizonOption = None) -> None:
+    """Train the baselines on snapshots before S, score customers at S, compare with [S, S + H): predictions,
+    metrics and an HTML report."""
+    from customer_value.evaluation.backtest import run_backtest
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        result = run_backtest(spark, cfg, snapshot_date.date() if snapshot_date else None, horizon_days)
+    typer.echo(f"report: {result.report_dir}/report.html")
+
+
+@app.command()
+def evaluate(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
+             horizon_days: HorizonOption = None) -> None:
+    """Rebuild the report and gold.model_metrics from gold.backtest_predictions of (S, H)."""
+    from datetime import timedelta
+
+    from customer_value.evaluation.backtest import evaluate_backtest
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    horizon = horizon_days or cfg.features.horizon_days
+    snapshot = snapshot_date.date() if snapshot_date else cfg.cleaning.today() + timedelta(days=1 - horizon)
+    with spark_session(cfg) as spark:
+        result = evaluate_backtest(spark, cfg, snapshot, horizon)
+    typer.echo(f"report: {result.report_dir}/report.html")
 
 
 @app.command("feature-catalogue")

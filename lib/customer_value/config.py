@@ -170,6 +170,14 @@ class FeaturesConfig(_Strict):
         return self
 
 
+class BacktestConfig(_Strict):
+    max_training_snapshots: int = Field(4, ge=1, description="Training snapshots S-H, S-2H, ... at most this many.")
+    min_history_days: int = Field(180, ge=0, description="A training snapshot needs this much data before it.")
+    rfm_shrinkage: float = Field(20.0, ge=0, description="Pseudo-customers pulling a small RFM cell to its segment.")
+    spend_fit_max_customers: int = Field(200_000, gt=0, description="Sample size for the Gamma-Gamma fit.")
+    report_dir: str = Field("reports", description="Where reports go; relative paths are under storage.root.")
+
+
 class Config(_Strict):
     environment: str
     storage: StorageConfig
@@ -181,6 +189,7 @@ class Config(_Strict):
     cleaning: CleaningConfig
     pseudonymisation: PseudonymisationConfig
     features: FeaturesConfig
+    backtest: BacktestConfig = BacktestConfig()
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from customer_value.landing import SOURCES
 from customer_value.synthetic.generate import generate
 from customer_value.tables import Tables
 from tests.conftest import ROOT
-from tests.e2e.test_ingest_clean import SILVER, _canonical, shop_config
+from tests.e2e.conftest import shop_config
+from tests.e2e.test_ingest_clean import SILVER, _canonical
 
 pytestmark = pytest.mark.slow
 PATH_DEPENDENT = ("_source_file", "_batch_id", "_ingested_at", "file", "run_id", "modified_ns")

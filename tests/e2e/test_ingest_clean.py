@@ -7,7 +7,6 @@ import json
 import os
 import re
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -22,37 +21,18 @@ from customer_value.features.run import run_features
 from customer_value.ingest.run import ingest
 from customer_value.landing import SOURCES
 from customer_value.schemas import RAW_SOURCES
-from customer_value.synthetic.generate import generate
 from customer_value.tables import Tables
 from tests.conftest import ROOT
-from tests.synthetic.test_generate import DIRTY
+from tests.e2e.conftest import SNAPSHOT
 
 pytestmark = pytest.mark.slow
-SNAPSHOT = date(2025, 10, 1)
 GOLD = ["gold.customer_features", "gold.customer_labels", "gold.training_set"]
 SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items": "silver.order_items",
           "events": "silver.events", "reviews": "silver.reviews"}
 
 
-def shop_config(root: Path, customers: int = 3000, *extra: str):
-    return load_config(ROOT / "conf" / "local.yaml", [
-        f"storage.root={root}", f"synthetic.customers={customers}", "synthetic.customers_per_file=600",
-        "pseudonymisation.demo_mode=true", "cleaning.max_reject_share=0.2", *DIRTY, *extra])
-
-
 def read(cfg, name: str) -> pd.DataFrame:
     return DeltaTable(Tables(cfg.storage).location(name)).to_pandas()
-
-
-@pytest.fixture(scope="module")
-def shop(spark, tmp_path_factory):
-    cfg = shop_config(tmp_path_factory.mktemp("shop"))
-    generated = generate(spark, cfg)
-    ingested = ingest(spark, cfg)
-    counts = clean_all(spark, cfg)
-    run_features(spark, cfg, SNAPSHOT, history=2)
-    manifest = json.loads((Path(generated.landing) / "_manifest.json").read_text())
-    return cfg, manifest, ingested, counts
 
 
 def _manifest_lines(cfg, manifest, kind: str):

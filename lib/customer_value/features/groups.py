@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from customer_value.features.pit import before, days_before, in_window, start_of
+from customer_value.features.pit import before, days_before, in_window
 from customer_value.features.text import sentiment
 
 

@@ -1,0 +1,1 @@
+"""Model evaluation: churn and spend metrics, comparison with the oracle, and a self-contained HTML report."""

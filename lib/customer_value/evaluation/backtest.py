@@ -1,0 +1,224 @@
+"""The backtest: train on snapshots before S, score every customer known at S, compare with [S, S + H).
+
+Training snapshots are S - H, S - 2H, ... (as many as `backtest.max_training_snapshots` and the data allow):
+their labels end by S, so nothing the models learn from happens at or after S. BG/NBD + Gamma-Gamma need no
+labels and are fitted on the calibration features at S itself (data before S only), as the method prescribes.
+On synthetic data the oracle (the generator's own expectation) is scored beside them.
+
+Writes, each as one `replaceWhere` commit per (S, H), so a rerun replaces instead of adding:
+gold.customer_features for every snapshot used, gold.backtest_predictions, gold.model_metrics; and the report
+(metrics.json, PNGs, report.html) under `backtest.report_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import reduce
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from customer_value import __version__
+from customer_value.baselines.clv import fit_clv, predict_clv
+from customer_value.baselines.rfm import PROSPECT, fit_rfm, predict_rfm, rfm_scores
+from customer_value.cleaning.pseudonymise import load_key, pseudonym
+from customer_value.config import Config
+from customer_value.evaluation.report import ORACLE, write_report
+from customer_value.features.build import customer_features
+from customer_value.labels.build import customer_labels
+from customer_value.landing import Location
+from customer_value.synthetic.oracle import oracle
+from customer_value.tables import Tables
+
+RFM, CLV = "rfm_rules", "bgnbd_gamma_gamma"
+PREDICTIONS = ("customer_id", "model", "predicted_spend", "churn_probability")
+
+
+class BacktestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    snapshot: date
+    horizon_days: int
+    training_snapshots: list[date]
+    report_dir: str
+    metrics: dict[str, dict[str, float]]
+
+
+def _log(msg: str) -> None:
+    print(f"[backtest] {msg}", flush=True)
+
+
+def training_snapshots(snapshot: date, horizon_days: int, first_day: date, min_history_days: int,
+                       max_count: int) -> list[date]:
+    """S - H, S - 2H, ... while at least `min_history_days` of data precede them; oldest first."""
+    out = []
+    k = 1
+    while len(out) < max_count:
+        s = snapshot - timedelta(days=k * horizon_days)
+        if (s - first_day).days < min_history_days:
+            break
+        out.append(s)
+        k += 1
+    return sorted(out)
+
+
+def report_location(cfg: Config, snapshot: date, horizon_days: int) -> str:
+    folder = cfg.backtest.report_dir
+    if "://" not in folder and not os.path.isabs(folder):
+        root = cfg.storage.root if "://" in cfg.storage.root else os.path.abspath(cfg.storage.root)
+        folder = f"{root.rstrip('/')}/{folder}"
+    return f"{folder.rstrip('/')}/backtest/{snapshot}_h{horizon_days}"
+
+
+def with_fallback(predictions: DataFrame, customers: DataFrame, spend: float, churn: float) -> DataFrame:
+    """Every customer of `customers` gets a prediction: those the model cannot score get (spend, churn)."""
+    return customers.select("customer_id").join(predictions, "customer_id", "left").select(
+        "customer_id",
+        F.coalesce("predicted_spend", F.lit(spend)).alias("predicted_spend"),
+        F.coalesce("churn_probability", F.lit(churn)).alias("churn_probability"),
+    )
+
+
+def oracle_predictions(spark: SparkSession, cfg: Config, tables: Tables, snapshot: date, horizon_days: int) -> DataFrame | None:
+    """The generator's expectation per customer, under the same pseudonyms as silver; None without ground truth."""
+    if not tables.exists(spark, "synthetic.ground_truth"):
+        return None
+    truth = tables.read(spark, "synthetic.ground_truth").toPandas()
+    expected = oracle(truth, cfg.synthetic, snapshot, horizon_days)[["user_id", "expected_spend", "churn_probability"]]
+    frame = spark.createDataFrame(expected.astype({"user_id": str}))
+    key = load_key(cfg.pseudonymisation)
+    return frame.select(pseudonym(F.col("user_id"), key).alias("customer_id"),
+                        F.col("expected_spend").alias("predicted_spend"), "churn_probability")
+
+
+def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
+                 horizon_days: int | None = None) -> BacktestResult:
+    tables = Tables(cfg.storage)
+    horizon = horizon_days or cfg.features.horizon_days
+    last_day = cfg.cleaning.today()
+    snapshot = snapshot or last_day + timedelta(days=1) - timedelta(days=horizon)
+    if snapshot + timedelta(days=horizon) > last_day + timedelta(days=1):
+        raise BacktestError(f"the horizon [{snapshot}, {snapshot + timedelta(days=horizon)}) ends after the last day "
+                            f"of data ({last_day}): choose --snapshot-date <= {last_day + timedelta(days=1 - horizon)}")
+    silver = {n: tables.read(spark, f"silver.{n}") for n in ("customers", "orders", "order_items", "events", "reviews")}
+    first = silver["orders"].agg(F.min("order_ts")).collect()[0][0]
+    if first is None:
+        raise BacktestError("silver.orders is empty: nothing to backtest")
+    train = training_snapshots(snapshot, horizon, first.date(), cfg.backtest.min_history_days,
+                               cfg.backtest.max_training_snapshots)
+    if not train:
+        raise BacktestError(f"no training snapshot: S - {horizon} days is less than {cfg.backtest.min_history_days} "
+                            f"days after the first order ({first.date()})")
+    _log(f"S = {snapshot}, horizon {horizon} days; training snapshots {', '.join(map(str, train))}")
+
+    def features_at(s: date) -> DataFrame:
+        t0 = time.perf_counter()
+        feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                                  silver["reviews"], s, cfg.features)
+        tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{s}'")
+        out = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(s))
+        _log(f"features at {s}: {out.count():,} customers ({time.perf_counter() - t0:.1f} s)")
+        return out
+
+    def labels_at(s: date) -> DataFrame:
+        return customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
+
+    t0 = time.perf_counter()
+    train_feats = [features_at(s) for s in train]
+    train_scores = rfm_scores(reduce(DataFrame.unionByName, train_feats))
+    train_labels = reduce(DataFrame.unionByName, [labels_at(s) for s in train])
+    rfm = fit_rfm(train_scores, train_labels.cache(), cfg.backtest.rfm_shrinkage)
+    prospect = rfm.segments.where(F.col("segment") == PROSPECT).collect()
+    fallback = (prospect[0]["spend"], prospect[0]["churn"]) if prospect else (0.0, 1.0)
+    _log(f"RFM cells fitted on {sum(r['n'] for r in rfm.segments.collect()):,} customer-snapshots "
+         f"({time.perf_counter() - t0:.1f} s)")
+
+    feats = features_at(snapshot)
+    t0 = time.perf_counter()
+    clv = fit_clv(feats, cfg.backtest.spend_fit_max_customers)
+    _log(f"BG/NBD {clv.bgnbd} on {clv.customers:,} buyers ({clv.distinct_rows:,} distinct rows), "
+         f"Gamma-Gamma {clv.gamma_gamma} on {clv.spend_rows:,} repeat buyers ({time.perf_counter() - t0:.1f} s)")
+
+    models = {
+        RFM: predict_rfm(rfm, rfm_scores(feats)).select(*PREDICTIONS[2:], "customer_id"),
+        CLV: with_fallback(predict_clv(clv, feats, horizon), feats, *fallback),
+    }
+    versions = {RFM: "rfm-" + hashlib.sha256(f"{train}|{cfg.backtest.rfm_shrinkage}".encode()).hexdigest()[:10],
+                CLV: clv.version}
+    truth = oracle_predictions(spark, cfg, tables, snapshot, horizon)
+    if truth is not None:
+        models[ORACLE] = truth
+        versions[ORACLE] = "generator"
+    actual = labels_at(snapshot).select("customer_id", F.col("future_spend").alias("actual_spend"),
+                                        F.col("future_orders").alias("actual_orders"), "churned")
+    scored = reduce(DataFrame.unionByName, [
+        frame.select("customer_id", F.lit(name).alias("model"), F.lit(versions[name]).alias("model_version"),
+                     F.col("predicted_spend").cast("double").alias("predicted_spend"),
+                     F.col("churn_probability").cast("double").alias("churn_probability"))
+        for name, frame in models.items()])
+    predictions = actual.join(scored, "customer_id").select(
+        F.lit(snapshot).alias("snapshot_date"), F.lit(horizon).alias("horizon_days"), "customer_id", "model",
+        "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned")
+    if truth is not None:   # every model on the same customers: those the oracle knows
+        known = truth.select("customer_id")
+        predictions = predictions.join(known, "customer_id", "left_semi")
+    tables.write(predictions, "gold.backtest_predictions",
+                 replace_where=f"snapshot_date = '{snapshot}' AND horizon_days = {horizon}")
+    _log("gold.backtest_predictions written")
+    context = {
+        "training snapshots": ", ".join(map(str, train)),
+        "BG/NBD (days)": str(clv.bgnbd), "Gamma-Gamma": str(clv.gamma_gamma),
+        "RFM shrinkage": f"{cfg.backtest.rfm_shrinkage:g} customers",
+    }
+    return evaluate_backtest(spark, cfg, snapshot, horizon, train, context)
+
+
+def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_days: int,
+                      train: list[date] | None = None, extra: dict[str, str] | None = None) -> BacktestResult:
+    """Report and gold.model_metrics from gold.backtest_predictions of (S, H): the `evaluate` job."""
+    tables = Tables(cfg.storage)
+    rows = tables.read(spark, "gold.backtest_predictions").where(
+        (F.col("snapshot_date") == F.lit(snapshot)) & (F.col("horizon_days") == horizon_days))
+    pdf = rows.select("customer_id", "model", "model_version", "predicted_spend", "churn_probability",
+                      "actual_spend", "churned").toPandas()
+    if pdf.empty:
+        raise BacktestError(f"gold.backtest_predictions has no rows for snapshot {snapshot}, horizon {horizon_days}: "
+                            "run `customer-value backtest` first")
+    versions = pdf.groupby("model")["model_version"].first().to_dict()
+    customers = pdf["customer_id"].nunique()
+    context = {
+        "snapshot S": str(snapshot), "horizon": f"{horizon_days} days: [{snapshot}, {snapshot + timedelta(days=horizon_days)})",
+        "customers": f"{customers:,}", "actual churn rate": f"{pdf.groupby('customer_id')['churned'].first().mean():.3f}",
+        **({"training snapshots": ", ".join(map(str, train))} if train else {}),
+        **(extra or {}),
+        "model versions": ", ".join(f"{m} {v}" for m, v in sorted(versions.items())),
+        "customer_value": __version__,
+    }
+    target = report_location(cfg, snapshot, horizon_days)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = write_report(tmp, pdf, f"Backtest at {snapshot}, {horizon_days}-day horizon", context)
+        out = Location.of(target)
+        for path in sorted(Path(tmp).iterdir()):
+            out.child(path.name).write_bytes(path.read_bytes())
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    long = pd.DataFrame([(m, versions.get(m, ""), snapshot, horizon_days, k, float(v), now)
+                         for m, values in metrics.items() for k, v in values.items()],
+                        columns=["model", "version", "snapshot_date", "horizon_days", "metric", "value", "evaluated_at"])
+    frame = spark.createDataFrame(long, "model string, version string, snapshot_date date, horizon_days int, "
+                                        "metric string, value double, evaluated_at timestamp")
+    tables.write(frame, "gold.model_metrics", replace_where=f"snapshot_date = '{snapshot}' AND horizon_days = {horizon_days}")
+    _log(f"report: {target}/report.html; {len(long)} metrics in gold.model_metrics")
+    for m, values in metrics.items():
+        _log(f"  {m:<20} spend Gini {values.get('spend_gini', float('nan')):.3f}, churn ROC-AUC "
+             f"{values.get('churn_roc_auc', float('nan')):.3f}, top-decile capture {values.get('spend_top_decile_capture', float('nan')):.3f}")
+    return BacktestResult(snapshot, horizon_days, train or [], target, metrics)

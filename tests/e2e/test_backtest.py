@@ -1,0 +1,113 @@
+"""The backtest on the generated shop: baselines trained on earlier snapshots only, every customer scored once
+per model, actuals equal to the labels, metrics in gold.model_metrics, and a report with every model and plot."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from customer_value.evaluation.backtest import (
+    BacktestError, CLV, RFM, evaluate_backtest, run_backtest, training_snapshots,
+)
+from customer_value.evaluation.metrics import METRICS
+from customer_value.evaluation.report import ORACLE
+from customer_value.tables import Tables
+
+pytestmark = pytest.mark.slow
+MODELS = {RFM, CLV, ORACLE}
+
+
+def read(cfg, name: str) -> pd.DataFrame:
+    return DeltaTable(Tables(cfg.storage).location(name)).to_pandas()
+
+
+def test_training_snapshots_end_before_the_scored_snapshot():
+    s = date(2025, 10, 1)
+    train = training_snapshots(s, 90, first_day=date(2023, 1, 1), min_history_days=180, max_count=10)
+    assert train == sorted(train) and train[-1] == s - timedelta(days=90)
+    assert all(t + timedelta(days=90) <= s for t in train)           # their labels end by S: no leakage
+    assert (train[0] - date(2023, 1, 1)).days >= 180 > (train[0] - timedelta(days=90) - date(2023, 1, 1)).days
+    assert training_snapshots(s, 90, date(2023, 1, 1), 180, max_count=2) == [s - timedelta(days=180), s - timedelta(days=90)]
+    assert training_snapshots(s, 90, date(2025, 6, 1), 180, max_count=4) == []
+
+
+@pytest.fixture(scope="module")
+def backtest(spark, shop):
+    cfg = shop[0]
+    return cfg, run_backtest(spark, cfg)
+
+
+def test_every_customer_once_per_model_with_actuals_from_the_labels(spark, backtest):
+    cfg, result = backtest
+    s, h = result.snapshot, result.horizon_days
+    assert (s, h) == (cfg.cleaning.today() + timedelta(days=1 - 90), 90)
+    preds = read(cfg, "gold.backtest_predictions")
+    assert set(preds.model) == MODELS
+    assert not preds.duplicated(["snapshot_date", "horizon_days", "customer_id", "model"]).any()
+    per_model = preds.groupby("model").customer_id.apply(frozenset)
+    assert len(set(per_model)) == 1, "every model scores the same customers"
+    assert preds.churn_probability.between(0, 1).all() and (preds.predicted_spend >= 0).all()
+    features = read(cfg, "gold.customer_features")
+    at_s = set(features[features.snapshot_date.astype(str) == str(s)].customer_id)
+    assert per_model.iloc[0] <= at_s and len(per_model.iloc[0]) >= 0.95 * len(at_s)
+    # actuals are what happened in [S, S + H): recompute from silver orders
+    orders = read(cfg, "silver.orders")
+    ts = pd.to_datetime(orders.order_ts, utc=True)
+    window = orders[(ts >= pd.Timestamp(s, tz="UTC")) & (ts < pd.Timestamp(s + timedelta(days=h), tz="UTC"))
+                    & (orders.status == "completed") & orders.dq_flags.map(lambda f: "orphan" not in list(f))]
+    spend = window.groupby("customer_id").total.sum().astype(float)
+    one = preds[preds.model == RFM].set_index("customer_id")
+    expected = spend.reindex(one.index).fillna(0.0)
+    assert (one.actual_spend - expected).abs().max() < 1e-6
+    assert (one.churned == (expected == 0)).all()
+
+
+def test_training_used_only_snapshots_before_s(backtest):
+    cfg, result = backtest
+    assert result.training_snapshots and all(t + timedelta(days=result.horizon_days) <= result.snapshot
+                                             for t in result.training_snapshots)
+    features = read(cfg, "gold.customer_features")
+    assert {str(t) for t in result.training_snapshots} <= set(features.snapshot_date.astype(str))
+
+
+def test_baselines_beat_random_and_trail_the_oracle(backtest):
+    _, result = backtest
+    m = result.metrics
+    for model in (RFM, CLV):
+        assert m[model]["spend_gini"] > 0.3, (model, m[model])
+        assert m[model]["churn_roc_auc"] > 0.65, (model, m[model])
+        # the oracle knows each customer's true rates: a baseline may tie it on a metric, not beat it by much
+        assert m[model]["churn_roc_auc"] <= m[ORACLE]["churn_roc_auc"] + 0.02
+        assert m[model]["spend_gini"] <= m[ORACLE]["spend_gini"] + 0.05
+
+
+def test_report_and_metrics_table(spark, backtest):
+    cfg, result = backtest
+    out = Path(result.report_dir)
+    html = (out / "report.html").read_text()
+    for model in MODELS:
+        assert model in html
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["calibration.png", "deciles.png", "gain_curve.png", "score_distribution.png"]
+    assert html.count('<img src="data:image/png;base64,') == len(pngs)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["metrics"]) == MODELS
+    table = read(cfg, "gold.model_metrics")
+    assert set(table.model) == MODELS and set(table.metric) == set(METRICS)
+    assert not table.duplicated(["model", "snapshot_date", "horizon_days", "metric"]).any()
+    # the evaluate job rebuilds the same metrics from the predictions table, replacing (not adding) rows
+    again = evaluate_backtest(spark, cfg, result.snapshot, result.horizon_days)
+    for model, values in result.metrics.items():
+        assert again.metrics[model] == pytest.approx(values, nan_ok=True)
+    assert len(read(cfg, "gold.model_metrics")) == len(table)
+
+
+def test_a_horizon_past_the_data_is_refused(spark, shop):
+    cfg = shop[0]
+    with pytest.raises(BacktestError, match="ends after the last day of data"):
+        run_backtest(spark, cfg, cfg.cleaning.today() - timedelta(days=10), 90)
