@@ -98,7 +98,11 @@ def test_report_and_metrics_table(spark, backtest):
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved["metrics"]) == MODELS
     table = read(cfg, "gold.model_metrics")
-    assert set(table.model) == MODELS and set(table.metric) == set(METRICS)
+    assert set(table.model) == MODELS
+    assert set(table[table.model == ORACLE].metric) == set(METRICS)
+    assert set(table[table.model == RFM].metric) == set(METRICS) | {f"{m}_vs_oracle" for m in METRICS}
+    ratio = table.set_index(["model", "metric"]).value
+    assert ratio[(CLV, "spend_gini_vs_oracle")] == pytest.approx(ratio[(CLV, "spend_gini")] / ratio[(ORACLE, "spend_gini")])
     assert not table.duplicated(["model", "snapshot_date", "horizon_days", "metric"]).any()
     # the evaluate job rebuilds the same metrics from the predictions table, replacing (not adding) rows
     again = evaluate_backtest(spark, cfg, result.snapshot, result.horizon_days)

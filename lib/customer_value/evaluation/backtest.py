@@ -16,9 +16,9 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
-from functools import reduce
+from dataclasses import astuple, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
+from functools import reduce
 from pathlib import Path
 
 import pandas as pd
@@ -26,10 +26,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value import __version__
-from customer_value.baselines.clv import fit_clv, predict_clv
+from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
 from customer_value.baselines.rfm import PROSPECT, fit_rfm, predict_rfm, rfm_scores
 from customer_value.cleaning.pseudonymise import load_key, pseudonym
 from customer_value.config import Config
+from customer_value.evaluation.metrics import oracle_ratios
 from customer_value.evaluation.report import ORACLE, write_report
 from customer_value.features.build import customer_features
 from customer_value.labels.build import customer_labels
@@ -52,6 +53,7 @@ class BacktestResult:
     training_snapshots: list[date]
     report_dir: str
     metrics: dict[str, dict[str, float]]
+    clv: ClvModel | None = None     # the fitted BG/NBD + Gamma-Gamma (backtest runs; not re-evaluations)
 
 
 def _log(msg: str) -> None:
@@ -133,8 +135,8 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     def labels_at(s: date) -> DataFrame:
         return customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
 
-    t0 = time.perf_counter()
     train_feats = [features_at(s) for s in train]
+    t0 = time.perf_counter()
     train_scores = rfm_scores(reduce(DataFrame.unionByName, train_feats))
     train_labels = reduce(DataFrame.unionByName, [labels_at(s) for s in train])
     rfm = fit_rfm(train_scores, train_labels.cache(), cfg.backtest.rfm_shrinkage)
@@ -177,10 +179,13 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     _log("gold.backtest_predictions written")
     context = {
         "training snapshots": ", ".join(map(str, train)),
-        "BG/NBD (days)": str(clv.bgnbd), "Gamma-Gamma": str(clv.gamma_gamma),
+        "BG/NBD (days)": "r={:.4g}, alpha={:.4g}, a={:.4g}, b={:.4g}".format(*astuple(clv.bgnbd))
+                         + f" on {clv.customers:,} buyers",
+        "Gamma-Gamma": "p={:.4g}, q={:.4g}, gamma={:.4g}".format(*astuple(clv.gamma_gamma))
+                       + f" on {clv.spend_rows:,} repeat buyers",
         "RFM shrinkage": f"{cfg.backtest.rfm_shrinkage:g} customers",
     }
-    return evaluate_backtest(spark, cfg, snapshot, horizon, train, context)
+    return replace(evaluate_backtest(spark, cfg, snapshot, horizon, train, context), clv=clv)
 
 
 def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_days: int,
@@ -211,8 +216,13 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
         for path in sorted(Path(tmp).iterdir()):
             out.child(path.name).write_bytes(path.read_bytes())
     now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = {m: dict(values) for m, values in metrics.items()}
+    if ORACLE in metrics:   # on synthetic data: each metric also as a share of the oracle's
+        for m in rows:
+            if m != ORACLE:
+                rows[m].update(oracle_ratios(metrics[m], metrics[ORACLE]))
     long = pd.DataFrame([(m, versions.get(m, ""), snapshot, horizon_days, k, float(v), now)
-                         for m, values in metrics.items() for k, v in values.items()],
+                         for m, values in rows.items() for k, v in values.items()],
                         columns=["model", "version", "snapshot_date", "horizon_days", "metric", "value", "evaluated_at"])
     frame = spark.createDataFrame(long, "model string, version string, snapshot_date date, horizon_days int, "
                                         "metric string, value double, evaluated_at timestamp")
