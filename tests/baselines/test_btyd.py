@@ -403,3 +403,15 @@ def test_other_bad_input_is_rejected():
         gamma_gamma_log_likelihood(TRUE_GG, 0, 10.0)
     with pytest.raises(ValueError, match="q > 1"):
         expected_spend_per_order(GammaGamma(p=1.0, q=0.9, gamma=1.0), 1, 10.0)
+
+
+def test_bgnbd_log_likelihood_by_hand():
+    # x = 0: only "alive all along", L = (alpha / (alpha + T))^r = (2 / 12)^0.5 = 0.4082483
+    # x = 1, t_x = 4, T = 10 (r = 0.5, alpha = 2, a = 1, b = 3), FHL eq. 6:
+    #   A = Gamma(r + x) alpha^r / (Gamma(r) (alpha + T)^(r + x)) = 0.5 * sqrt(2) / 12^1.5 = 0.0170103
+    #   B(a, b + x) / B(a, b) = (1/4) / (1/3) = 0.75;  B(a + 1, b + x - 1) / B(a, b) = (1/12) / (1/3) = 0.25
+    #   ((alpha + T) / (alpha + t_x))^(r + x) = 2^1.5 = 2.8284271
+    #   L = A * (0.75 + 0.25 * 2.8284271) = 0.0170103 * 1.4571068 = 0.02478589
+    params = BgNbd(r=0.5, alpha=2.0, a=1.0, b=3.0)
+    got = bgnbd_log_likelihood(params, np.array([0.0, 1.0]), np.array([0.0, 4.0]), np.array([10.0, 10.0]))
+    assert np.exp(got) == pytest.approx([0.40824829, 0.02478589], rel=1e-6)
