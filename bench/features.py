@@ -1,6 +1,6 @@
 """Feature computation: Spark vs DuckDB on the same silver Delta tables, and Spark's scaling with data size.
 
-    make bench-features      (or: python bench/features.py --conf conf/local.yaml [--customers 15000 150000])
+    make bench-features      (or: python bench/features.py --conf conf/local.yaml [--customers 15000 150000] [--groups])
 
 For each size, the synthetic shop is generated, ingested and cleaned once (cached under --data), then the
 RFM + trailing-window order features + window behaviour features for one snapshot are computed twice:
@@ -40,6 +40,26 @@ def spark_features(spark, tables: Tables, windows):
     return (g.rfm(facts, SNAPSHOT)
             .join(g.order_windows(facts, SNAPSHOT, windows), "customer_id", "full")
             .join(g.behaviour(events, SNAPSHOT, windows), "customer_id", "full"))
+
+
+def time_groups(spark, tables: Tables, windows, repeat: int) -> None:
+    """Each group of the benchmark alone (`noop` write, best of `repeat`), and the events scan it starts with."""
+    orders = tables.read(spark, "silver.orders")
+    events = tables.read(spark, "silver.events")
+    facts = g.order_facts(orders)
+    parts = {
+        "scan events (4 columns)": events.select("customer_id", "event_ts", "event_type", "session_id"),
+        "behaviour": g.behaviour(events, SNAPSHOT, windows),
+        "rfm": g.rfm(facts, SNAPSHOT),
+        "order windows": g.order_windows(facts, SNAPSHOT, windows),
+    }
+    for name, df in parts.items():
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            df.write.format("noop").mode("overwrite").save()
+            best = min(best, time.perf_counter() - t0)
+        print(f"    {name:<24} {best:6.2f} s", flush=True)
 
 
 def duckdb_sql(windows) -> str:
@@ -111,6 +131,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs=2, default=[15_000, 150_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--data", default="/tmp/customer-value-bench-features", help="cache of prepared shops")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per engine (best is reported)")
+    parser.add_argument("--groups", action="store_true", help="also time each feature group alone (where the time goes)")
     args = parser.parse_args()
     base = load_config(args.conf)
     windows = base.features.windows
@@ -133,6 +154,8 @@ def main() -> None:
             duck = duckdb.query("SELECT count(*), sum(spend_30d), sum(page_views_30d) FROM ddf").fetchone()
             assert spark_sum.n == duck[0] and abs(spark_sum.s - duck[1]) < 1e-6 * max(1, duck[1]) and spark_sum.p == duck[2], (spark_sum, duck)
             results[customers] = (n_events, min(spark_times), min(duck_times))
+            if args.groups:
+                time_groups(spark, tables, windows, args.repeat)
             print(f"{customers:>8,} customers, {n_events:>11,} events: Spark {min(spark_times):6.2f} s, "
                   f"DuckDB {min(duck_times):6.2f} s, Spark/DuckDB {min(spark_times) / min(duck_times):5.2f}", flush=True)
     (e0, s0, d0), (e1, s1, d1) = results[args.customers[0]], results[args.customers[1]]

@@ -45,9 +45,18 @@ class ClvModel:
 
     @property
     def version(self) -> str:
-        """Content hash of the fitted parameters: the same fit gives the same version."""
-        params = json.dumps({"bgnbd": asdict(self.bgnbd), "gamma_gamma": asdict(self.gamma_gamma)}, sort_keys=True)
-        return "bgnbd-gg-" + hashlib.sha256(params.encode()).hexdigest()[:10]
+        """Content hash of the fitted parameters to 4 significant digits: the same fit gives the same version
+        (Spark's sums of doubles may differ in the last bits between runs)."""
+        params = {"bgnbd": asdict(self.bgnbd), "gamma_gamma": asdict(self.gamma_gamma)}
+        rounded = json.dumps({m: {k: f"{v:.4g}" for k, v in p.items()} for m, p in params.items()}, sort_keys=True)
+        return "bgnbd-gg-" + hashlib.sha256(rounded.encode()).hexdigest()[:10]
+
+    def describe(self) -> dict[str, str]:
+        """The fitted parameters as people read them (report context, logs)."""
+        bg, gg = self.bgnbd, self.gamma_gamma
+        return {"BG/NBD (days)": f"r={bg.r:.4g}, alpha={bg.alpha:.4g}, a={bg.a:.4g}, b={bg.b:.4g} on {self.customers:,} "
+                                 f"buyers ({self.distinct_rows:,} distinct (x, t_x, T) rows)",
+                "Gamma-Gamma": f"p={gg.p:.4g}, q={gg.q:.4g}, gamma={gg.gamma:.4g} on {self.spend_rows:,} repeat buyers"}
 
 
 def buyers(features: DataFrame) -> DataFrame:

@@ -16,7 +16,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import reduce
 from pathlib import Path
@@ -148,8 +148,7 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     feats = features_at(snapshot)
     t0 = time.perf_counter()
     clv = fit_clv(feats, cfg.backtest.spend_fit_max_customers)
-    _log(f"BG/NBD {clv.bgnbd} on {clv.customers:,} buyers ({clv.distinct_rows:,} distinct rows), "
-         f"Gamma-Gamma {clv.gamma_gamma} on {clv.spend_rows:,} repeat buyers ({time.perf_counter() - t0:.1f} s)")
+    _log("; ".join(f"{k} {v}" for k, v in clv.describe().items()) + f" ({time.perf_counter() - t0:.1f} s)")
 
     models = {
         RFM: predict_rfm(rfm, rfm_scores(feats)).select(*PREDICTIONS[2:], "customer_id"),
@@ -179,10 +178,7 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     _log("gold.backtest_predictions written")
     context = {
         "training snapshots": ", ".join(map(str, train)),
-        "BG/NBD (days)": "r={:.4g}, alpha={:.4g}, a={:.4g}, b={:.4g}".format(*astuple(clv.bgnbd))
-                         + f" on {clv.customers:,} buyers",
-        "Gamma-Gamma": "p={:.4g}, q={:.4g}, gamma={:.4g}".format(*astuple(clv.gamma_gamma))
-                       + f" on {clv.spend_rows:,} repeat buyers",
+        **clv.describe(),
         "RFM shrinkage": f"{cfg.backtest.rfm_shrinkage:g} customers",
     }
     return replace(evaluate_backtest(spark, cfg, snapshot, horizon, train, context), clv=clv)
