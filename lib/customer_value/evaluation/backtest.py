@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from customer_value import __version__
 from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
-from customer_value.baselines.rfm import PROSPECT, fit_rfm, predict_rfm, rfm_scores
+from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rfm, rfm_scores
 from customer_value.cleaning.pseudonymise import load_key, pseudonym
 from customer_value.config import Config
 from customer_value.evaluation.metrics import oracle_ratios
@@ -39,7 +39,6 @@ from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
 
 RFM, CLV = "rfm_rules", "bgnbd_gamma_gamma"
-PREDICTIONS = ("customer_id", "model", "predicted_spend", "churn_probability")
 
 
 class BacktestError(ValueError):
@@ -103,8 +102,41 @@ def oracle_predictions(spark: SparkSession, cfg: Config, tables: Tables, snapsho
                         F.col("expected_spend").alias("predicted_spend"), "churn_probability")
 
 
+def fit_rfm_baseline(features: list[DataFrame], labels: list[DataFrame], shrinkage: float) -> tuple[RfmModel, tuple[float, float]]:
+    """The RFM cells from the training snapshots, and the prospects' (spend, churn): the fallback for customers
+    no model can score from their own history."""
+    t0 = time.perf_counter()
+    model = fit_rfm(rfm_scores(reduce(DataFrame.unionByName, features)),
+                    reduce(DataFrame.unionByName, labels).cache(), shrinkage)
+    segments = model.segments.collect()
+    prospect = [r for r in segments if r["segment"] == PROSPECT]
+    fallback = (prospect[0]["spend"], prospect[0]["churn"]) if prospect else (0.0, 1.0)
+    _log(f"RFM cells fitted on {sum(r['n'] for r in segments):,} customer-snapshots ({time.perf_counter() - t0:.1f} s)")
+    return model, fallback
+
+
+def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], snapshot: date, horizon_days: int,
+                 only: DataFrame | None = None) -> DataFrame:
+    """gold.backtest_predictions rows: each model's (customer_id, predicted_spend, churn_probability) with its
+    version, beside what happened (labels at S); restricted to the customers of `only` when given."""
+    scored = reduce(DataFrame.unionByName, [
+        frame.select("customer_id", F.lit(name).alias("model"), F.lit(version).alias("model_version"),
+                     F.col("predicted_spend").cast("double").alias("predicted_spend"),
+                     F.col("churn_probability").cast("double").alias("churn_probability"))
+        for name, (frame, version) in models.items()])
+    actual = labels.select("customer_id", F.col("future_spend").alias("actual_spend"),
+                           F.col("future_orders").alias("actual_orders"), "churned")
+    out = actual.join(scored, "customer_id")
+    if only is not None:
+        out = out.join(only, "customer_id", "left_semi")
+    return out.select(
+        F.lit(snapshot).alias("snapshot_date"), F.lit(horizon_days).alias("horizon_days"), "customer_id", "model",
+        "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned")
+
+
 def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
                  horizon_days: int | None = None) -> BacktestResult:
+    """The whole backtest of (S, H): features, fits, predictions, then `evaluate_backtest`."""
     tables = Tables(cfg.storage)
     horizon = horizon_days or cfg.features.horizon_days
     last_day = cfg.cleaning.today()
@@ -135,44 +167,23 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     def labels_at(s: date) -> DataFrame:
         return customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
 
-    train_feats = [features_at(s) for s in train]
-    t0 = time.perf_counter()
-    train_scores = rfm_scores(reduce(DataFrame.unionByName, train_feats))
-    train_labels = reduce(DataFrame.unionByName, [labels_at(s) for s in train])
-    rfm = fit_rfm(train_scores, train_labels.cache(), cfg.backtest.rfm_shrinkage)
-    prospect = rfm.segments.where(F.col("segment") == PROSPECT).collect()
-    fallback = (prospect[0]["spend"], prospect[0]["churn"]) if prospect else (0.0, 1.0)
-    _log(f"RFM cells fitted on {sum(r['n'] for r in rfm.segments.collect()):,} customer-snapshots "
-         f"({time.perf_counter() - t0:.1f} s)")
-
+    rfm, fallback = fit_rfm_baseline([features_at(s) for s in train], [labels_at(s) for s in train],
+                                     cfg.backtest.rfm_shrinkage)
     feats = features_at(snapshot)
     t0 = time.perf_counter()
     clv = fit_clv(feats, cfg.backtest.spend_fit_max_customers)
     _log("; ".join(f"{k} {v}" for k, v in clv.describe().items()) + f" ({time.perf_counter() - t0:.1f} s)")
 
     models = {
-        RFM: predict_rfm(rfm, rfm_scores(feats)).select(*PREDICTIONS[2:], "customer_id"),
-        CLV: with_fallback(predict_clv(clv, feats, horizon), feats, *fallback),
+        RFM: (predict_rfm(rfm, rfm_scores(feats)),
+              "rfm-" + hashlib.sha256(f"{train}|{cfg.backtest.rfm_shrinkage}".encode()).hexdigest()[:10]),
+        CLV: (with_fallback(predict_clv(clv, feats, horizon), feats, *fallback), clv.version),
     }
-    versions = {RFM: "rfm-" + hashlib.sha256(f"{train}|{cfg.backtest.rfm_shrinkage}".encode()).hexdigest()[:10],
-                CLV: clv.version}
     truth = oracle_predictions(spark, cfg, tables, snapshot, horizon)
     if truth is not None:
-        models[ORACLE] = truth
-        versions[ORACLE] = "generator"
-    actual = labels_at(snapshot).select("customer_id", F.col("future_spend").alias("actual_spend"),
-                                        F.col("future_orders").alias("actual_orders"), "churned")
-    scored = reduce(DataFrame.unionByName, [
-        frame.select("customer_id", F.lit(name).alias("model"), F.lit(versions[name]).alias("model_version"),
-                     F.col("predicted_spend").cast("double").alias("predicted_spend"),
-                     F.col("churn_probability").cast("double").alias("churn_probability"))
-        for name, frame in models.items()])
-    predictions = actual.join(scored, "customer_id").select(
-        F.lit(snapshot).alias("snapshot_date"), F.lit(horizon).alias("horizon_days"), "customer_id", "model",
-        "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned")
-    if truth is not None:   # every model on the same customers: those the oracle knows
-        known = truth.select("customer_id")
-        predictions = predictions.join(known, "customer_id", "left_semi")
+        models[ORACLE] = (truth, "generator")
+    predictions = side_by_side(labels_at(snapshot), models, snapshot, horizon,
+                               only=None if truth is None else truth.select("customer_id"))
     tables.write(predictions, "gold.backtest_predictions",
                  replace_where=f"snapshot_date = '{snapshot}' AND horizon_days = {horizon}")
     _log("gold.backtest_predictions written")

@@ -1,0 +1,37 @@
+"""The backtest's pure frame steps: the fallback for customers a model cannot score, and the side-by-side rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from chispa import assert_df_equality
+
+from customer_value.evaluation.backtest import side_by_side, with_fallback
+
+S = date(2025, 10, 1)
+PRED = "customer_id string, predicted_spend double, churn_probability double"
+
+
+def test_customers_without_a_prediction_get_the_fallback(spark):
+    customers = spark.createDataFrame([("a",), ("b",)], "customer_id string")
+    preds = spark.createDataFrame([("a", 10.0, 0.2)], PRED)
+    out = with_fallback(preds, customers, 3.0, 0.9)
+    assert_df_equality(out, spark.createDataFrame([("a", 10.0, 0.2), ("b", 3.0, 0.9)], PRED),
+                       ignore_row_order=True, ignore_nullable=True)
+
+
+def test_side_by_side_puts_actuals_beside_each_model_and_keeps_only_the_given_customers(spark):
+    labels = spark.createDataFrame([("a", 50.0, 2, False), ("b", 0.0, 0, True), ("c", 5.0, 1, False)],
+                                   "customer_id string, future_spend double, future_orders long, churned boolean")
+    models = {
+        "m1": (spark.createDataFrame([("a", 40.0, 0.1), ("b", 1.0, 0.8), ("c", 2.0, 0.5)], PRED), "v1"),
+        "m2": (spark.createDataFrame([("a", 60.0, 0.3), ("b", 2.0, 0.6)], PRED), "v2"),
+    }
+    only = spark.createDataFrame([("a",), ("b",)], "customer_id string")
+    out = side_by_side(labels, models, S, 90, only=only)
+    expected = spark.createDataFrame([
+        (S, 90, "a", "m1", "v1", 40.0, 0.1, 50.0, 2, False), (S, 90, "b", "m1", "v1", 1.0, 0.8, 0.0, 0, True),
+        (S, 90, "a", "m2", "v2", 60.0, 0.3, 50.0, 2, False), (S, 90, "b", "m2", "v2", 2.0, 0.6, 0.0, 0, True),
+    ], "snapshot_date date, horizon_days int, customer_id string, model string, model_version string, "
+       "predicted_spend double, churn_probability double, actual_spend double, actual_orders long, churned boolean")
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
