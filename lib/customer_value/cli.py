@@ -197,14 +197,11 @@ def backtest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snaps
 def evaluate(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
              horizon_days: HorizonOption = None) -> None:
     """Rebuild the report and gold.model_metrics from gold.backtest_predictions of (S, H)."""
-    from datetime import timedelta
-
-    from customer_value.evaluation.backtest import evaluate_backtest
+    from customer_value.evaluation.backtest import evaluate_backtest, snapshot_and_horizon
     from customer_value.spark import spark_session
 
     cfg = _config(conf, overrides)
-    horizon = horizon_days or cfg.features.horizon_days
-    snapshot = snapshot_date.date() if snapshot_date else cfg.cleaning.today() + timedelta(days=1 - horizon)
+    snapshot, horizon = snapshot_and_horizon(cfg, snapshot_date.date() if snapshot_date else None, horizon_days)
     with spark_session(cfg) as spark:
         result = evaluate_backtest(spark, cfg, snapshot, horizon)
     typer.echo(f"report: {result.report_dir}/report.html")

@@ -18,7 +18,11 @@ EXTENSIONS = {"users": "csv", "orders": "csv", "order_items": "csv", "events": "
 
 def landing_uri(cfg: Config, landing: str | None = None) -> str:
     """The landing folder as an absolute path or URI; relative settings are under the storage root."""
-    folder = landing or cfg.landing
+    return under_root(cfg, landing or cfg.landing)
+
+
+def under_root(cfg: Config, folder: str) -> str:
+    """`folder` as an absolute path or URI: as given when it is one, else under the storage root."""
     if "://" in folder or os.path.isabs(folder):
         return folder.rstrip("/")
     root = cfg.storage.root

@@ -13,7 +13,6 @@ gold.customer_features for every snapshot used, gold.backtest_predictions, gold.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -30,11 +29,10 @@ from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
 from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rfm, rfm_scores
 from customer_value.cleaning.pseudonymise import load_key, pseudonym
 from customer_value.config import Config
-from customer_value.evaluation.metrics import oracle_ratios
-from customer_value.evaluation.report import ORACLE, write_report
-from customer_value.features.build import customer_features
+from customer_value.evaluation.report import ORACLE, vs_oracle, write_report
+from customer_value.features.run import read_silver, write_snapshot_features
 from customer_value.labels.build import customer_labels
-from customer_value.landing import Location
+from customer_value.landing import Location, under_root
 from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
 
@@ -74,11 +72,7 @@ def training_snapshots(snapshot: date, horizon_days: int, first_day: date, min_h
 
 
 def report_location(cfg: Config, snapshot: date, horizon_days: int) -> str:
-    folder = cfg.backtest.report_dir
-    if "://" not in folder and not os.path.isabs(folder):
-        root = cfg.storage.root if "://" in cfg.storage.root else os.path.abspath(cfg.storage.root)
-        folder = f"{root.rstrip('/')}/{folder}"
-    return f"{folder.rstrip('/')}/backtest/{snapshot}_h{horizon_days}"
+    return f"{under_root(cfg, cfg.backtest.report_dir).rstrip('/')}/backtest/{snapshot}_h{horizon_days}"
 
 
 def with_fallback(predictions: DataFrame, customers: DataFrame, spend: float, churn: float) -> DataFrame:
@@ -134,17 +128,22 @@ def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], sn
         "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned")
 
 
+def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int | None) -> tuple[date, int]:
+    """S and H as asked, or the defaults: H = features.horizon_days, S = the latest whose horizon has passed."""
+    horizon = horizon_days or cfg.features.horizon_days
+    return snapshot or cfg.cleaning.today() + timedelta(days=1 - horizon), horizon
+
+
 def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
                  horizon_days: int | None = None) -> BacktestResult:
     """The whole backtest of (S, H): features, fits, predictions, then `evaluate_backtest`."""
     tables = Tables(cfg.storage)
-    horizon = horizon_days or cfg.features.horizon_days
+    snapshot, horizon = snapshot_and_horizon(cfg, snapshot, horizon_days)
     last_day = cfg.cleaning.today()
-    snapshot = snapshot or last_day + timedelta(days=1) - timedelta(days=horizon)
     if snapshot + timedelta(days=horizon) > last_day + timedelta(days=1):
         raise BacktestError(f"the horizon [{snapshot}, {snapshot + timedelta(days=horizon)}) ends after the last day "
                             f"of data ({last_day}): choose --snapshot-date <= {last_day + timedelta(days=1 - horizon)}")
-    silver = {n: tables.read(spark, f"silver.{n}") for n in ("customers", "orders", "order_items", "events", "reviews")}
+    silver = read_silver(spark, tables)
     first = silver["orders"].agg(F.min("order_ts")).collect()[0][0]
     if first is None:
         raise BacktestError("silver.orders is empty: nothing to backtest")
@@ -157,11 +156,8 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
 
     def features_at(s: date) -> DataFrame:
         t0 = time.perf_counter()
-        feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
-                                  silver["reviews"], s, cfg.features)
-        tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{s}'")
-        out = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(s))
-        _log(f"features at {s}: {out.count():,} customers ({time.perf_counter() - t0:.1f} s)")
+        out, n = write_snapshot_features(spark, tables, silver, s, cfg.features)
+        _log(f"features at {s}: {n:,} customers ({time.perf_counter() - t0:.1f} s)")
         return out
 
     def labels_at(s: date) -> DataFrame:
@@ -223,11 +219,8 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
         for path in sorted(Path(tmp).iterdir()):
             out.child(path.name).write_bytes(path.read_bytes())
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    rows = {m: dict(values) for m, values in metrics.items()}
-    if ORACLE in metrics:   # on synthetic data: each metric also as a share of the oracle's
-        for m in rows:
-            if m != ORACLE:
-                rows[m].update(oracle_ratios(metrics[m], metrics[ORACLE]))
+    ratios = vs_oracle(metrics)   # on synthetic data: each metric also as a share of the oracle's
+    rows = {m: {**values, **ratios.get(m, {})} for m, values in metrics.items()}
     long = pd.DataFrame([(m, versions.get(m, ""), snapshot, horizon_days, k, float(v), now)
                          for m, values in rows.items() for k, v in values.items()],
                         columns=["model", "version", "snapshot_date", "horizon_days", "metric", "value", "evaluated_at"])

@@ -49,7 +49,7 @@ def _split(predictions: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {m: predictions[names == m] for m in _models(predictions)}
 
 
-def _vs_oracle(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def vs_oracle(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """Each model's metrics as a share of the oracle's; empty without an oracle."""
     if ORACLE not in metrics:
         return {}
@@ -306,7 +306,7 @@ def write_report(out_dir: str | Path, predictions: pd.DataFrame, title: str,
     out.mkdir(parents=True, exist_ok=True)
     groups = _split(predictions)
     metrics = {name: evaluate(frame) for name, frame in groups.items()}
-    ratios = _vs_oracle(metrics)
+    ratios = vs_oracle(metrics)
     _write_json(out / "metrics.json", title, context, metrics, ratios)
     figures = []
     for name, caption, draw in PLOTS:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from customer_value.config import Config
+from customer_value.config import Config, FeaturesConfig
 from customer_value.features.build import customer_features
 from customer_value.labels.build import customer_labels, training_set
 from customer_value.tables import Tables
@@ -27,20 +27,36 @@ def _log(msg: str) -> None:
     print(f"[features] {msg}", flush=True)
 
 
+SILVER = ("customers", "orders", "order_items", "events", "reviews")
+
+
+def read_silver(spark: SparkSession, tables: Tables) -> dict[str, DataFrame]:
+    """The silver tables features and labels are computed from, by short name."""
+    return {n: tables.read(spark, f"silver.{n}") for n in SILVER}
+
+
+def write_snapshot_features(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshot: date,
+                            cfg: FeaturesConfig) -> tuple[DataFrame, int]:
+    """Compute and write gold.customer_features for one snapshot (a `replaceWhere` commit); return the written
+    partition, read back, and its row count."""
+    feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                              silver["reviews"], snapshot, cfg)
+    tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{snapshot}'")
+    written = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(snapshot))
+    return written, written.count()
+
+
 def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None, history: int = 1) -> list[date]:
     """Compute and write features (and labels where complete) for `history` snapshots ending at `snapshot`."""
     tables = Tables(cfg.storage)
     fc = cfg.features
     today = cfg.cleaning.today()
     snapshot = snapshot or today + timedelta(days=1)
-    silver = {n: tables.read(spark, f"silver.{n}") for n in ("customers", "orders", "order_items", "events", "reviews")}
+    silver = read_silver(spark, tables)
     labelled = []
     for s in snapshot_dates(snapshot, history, fc.snapshot_step_days):
         t0 = time.perf_counter()
-        feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
-                                  silver["reviews"], s, fc)
-        tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{s}'")
-        n = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(s)).count()
+        feats, n = write_snapshot_features(spark, tables, silver, s, fc)
         msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
         if s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1):
             labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, fc.horizon_days)
