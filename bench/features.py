@@ -87,16 +87,18 @@ def duckdb_sql(windows) -> str:
         event_aggs += [f"count(DISTINCT event_ts::DATE) FILTER (WHERE {e}) AS days_active_{w}d"]
     return f"""
     WITH o AS (
-      SELECT customer_id, order_ts, status, total_capped::DOUBLE AS amount, total::DOUBLE AS total,
+      SELECT customer_id, order_ts, status, total::DOUBLE AS amount, total::DOUBLE AS total,
              discount::DOUBLE AS discount, item_count AS items
       FROM orders WHERE NOT list_contains(dq_flags, 'orphan') AND order_ts < {s}),
+    daily AS (
+      SELECT customer_id, order_ts::DATE AS day, count(*) AS n, sum(amount) AS spend, max(amount) AS top
+      FROM o WHERE status = 'completed' GROUP BY customer_id, order_ts::DATE),
     rfm AS (
-      SELECT customer_id, date_diff('day', max(order_ts::DATE), {s}::DATE) AS recency_days, count(*) AS frequency_orders,
-             count(DISTINCT order_ts::DATE) AS frequency_days, sum(amount) AS monetary_total, avg(amount) AS monetary_mean,
-             max(amount) AS monetary_max, count(DISTINCT order_ts::DATE) - 1 AS bgnbd_x,
-             date_diff('day', min(order_ts::DATE), max(order_ts::DATE)) AS bgnbd_t_x,
-             date_diff('day', min(order_ts::DATE), {s}::DATE) AS bgnbd_T
-      FROM o WHERE status = 'completed' GROUP BY customer_id),
+      SELECT customer_id, date_diff('day', max(day), {s}::DATE) AS recency_days, sum(n) AS frequency_orders,
+             count(*) AS frequency_days, sum(spend) AS monetary_total, sum(spend) / sum(n) AS monetary_mean,
+             max(top) AS monetary_max, arg_min(spend, day) AS monetary_first, count(*) - 1 AS bgnbd_x,
+             date_diff('day', min(day), max(day)) AS bgnbd_t_x, date_diff('day', min(day), {s}::DATE) AS bgnbd_T
+      FROM daily GROUP BY customer_id),
     win AS (SELECT customer_id, {', '.join(order_aggs)} FROM o WHERE order_ts >= {s} - INTERVAL {longest} DAY GROUP BY customer_id),
     beh AS (SELECT customer_id, {', '.join(event_aggs)}, date_diff('day', max(event_ts::DATE), {s}::DATE) AS last_active_days
             FROM events WHERE event_ts < {s} GROUP BY customer_id)

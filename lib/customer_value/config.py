@@ -103,6 +103,7 @@ class SyntheticConfig(_Strict):
     return_rate: float = Field(ge=0, lt=1)
     discount_rate: float = Field(ge=0, le=1)
     review_rate: float = Field(ge=0, le=1)
+    profile_edit_rate: float = Field(0.0, ge=0, le=1)
     engagement: Engagement
     categories: list[str] = Field(min_length=1)
     dirty: DirtyRates
@@ -140,7 +141,6 @@ class CleaningConfig(_Strict):
     statuses: list[str] = Field(min_length=1)
     event_types: list[str] = Field(min_length=1)
     fill: dict[str, str] = Field(default_factory=dict)
-    age_bands: list[int] = Field(min_length=1)
 
     def today(self) -> date:
         from datetime import datetime, timezone
@@ -162,6 +162,7 @@ class FeaturesConfig(_Strict):
     history_snapshots: int = Field(ge=1)
     snapshot_step_days: int = Field(gt=0)
     city_tiers: dict[str, int] = Field(default_factory=dict)
+    age_bands: list[int] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _sorted_windows(self) -> "FeaturesConfig":

@@ -58,6 +58,8 @@ RAW_SOURCES: dict[str, RawSource] = {
             Column("city", T.StringType()),
             Column("signup_date", T.DateType(), required=True),
             Column("acquisition_channel", T.StringType()),
+            # when this version of the profile was recorded; older exports without it are read as missing
+            Column("updated_at", T.TimestampType()),
         )),
         RawSource("orders", "csv", (
             Column("order_id", T.StringType(), required=True),
@@ -91,6 +93,7 @@ RAW_SOURCES: dict[str, RawSource] = {
             Column("review_ts", T.TimestampType(), required=True),
             Column("rating", T.IntegerType(), required=True),
             Column("body", T.StringType()),
+            Column("updated_at", T.TimestampType()),
         )),
     ]
 }

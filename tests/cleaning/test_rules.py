@@ -10,24 +10,14 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from customer_value.cleaning.pseudonymise import pseudonym
-from customer_value.cleaning.rules import (Rule, age_band, amount_rules, apply_rules, cap_at, drop_exact_duplicates,
-                                           fill_missing, flag_orphans, latest_by_key, timestamp_rules, with_flag)
+from customer_value.cleaning.rules import (Rule, amount_rules, apply_rules, drop_exact_duplicates, fill_missing,
+                                           flag_above, flag_orphans, timestamp_rules, with_flag)
 
 
 def test_drop_exact_duplicates_ignores_metadata_columns(spark):
     df = spark.createDataFrame([("o1", 10, "f1"), ("o1", 10, "f2"), ("o1", 11, "f1")], "id string, v int, _source_file string")
     out = drop_exact_duplicates(df, ["id", "v"]).select("id", "v")
     assert_df_equality(out, spark.createDataFrame([("o1", 10), ("o1", 11)], "id string, v int"), ignore_row_order=True)
-
-
-def test_latest_by_key_keeps_the_newest_version(spark):
-    df = spark.createDataFrame(
-        [("o1", datetime(2024, 1, 1), 1), ("o1", datetime(2024, 1, 3), 2), ("o2", None, 3), ("o2", datetime(2024, 1, 2), 4)],
-        "id string, updated_at timestamp, v int")
-    out = latest_by_key(df, ["id"], [F.col("updated_at").desc_nulls_last()])
-    expected = spark.createDataFrame([("o1", datetime(2024, 1, 3), 2), ("o2", datetime(2024, 1, 2), 4)],
-                                     "id string, updated_at timestamp, v int")
-    assert_df_equality(out, expected, ignore_row_order=True)
 
 
 def test_apply_rules_takes_the_first_broken_rule(spark):
@@ -72,19 +62,12 @@ def test_fill_missing_replaces_nulls_and_blanks_only_in_listed_columns(spark):
     assert_df_equality(out, expected, ignore_nullable=True)
 
 
-def test_cap_at_keeps_the_original_and_flags_capped_rows(spark):
-    df = spark.createDataFrame([(1, 50.0), (2, 500.0)], "id int, total double")
-    out = cap_at(df, "total", 100.0, "total_capped", "outlier:total")
-    expected = spark.createDataFrame([(1, 50.0, 50.0, []), (2, 500.0, 100.0, ["outlier:total"])],
-                                     "id int, total double, total_capped double, dq_flags array<string>")
+def test_flag_above_keeps_the_value_and_flags_the_row(spark):
+    df = spark.createDataFrame([(1, 50.0, []), (2, 500.0, [])], "id int, total double, dq_flags array<string>")
+    out = flag_above(df, "total", 100.0, "outlier:total")
+    expected = spark.createDataFrame([(1, 50.0, []), (2, 500.0, ["outlier:total"])], "id int, total double, dq_flags array<string>")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
-
-
-def test_age_band_from_birth_date(spark):
-    df = spark.createDataFrame([(date(2000, 6, 1),), (date(2000, 6, 2),), (date(1950, 1, 1),), (date(2015, 1, 1),), (None,)],
-                               "birth date")
-    out = df.select(age_band(F.col("birth"), date(2025, 6, 1), [18, 25, 35, 45, 55, 65]).alias("band"))
-    assert [r.band for r in out.collect()] == ["25-34", "18-24", "65+", "unknown", "unknown"]
+    assert_df_equality(flag_above(df, "total", None, "outlier:total"), df)
 
 
 def test_pseudonym_is_hmac_sha256_with_the_key(spark):

@@ -55,8 +55,13 @@ def test_every_customer_once_per_model_with_actuals_from_the_labels(spark, backt
     features = read(cfg, "gold.customer_features")
     at_s = set(features[features.snapshot_date.astype(str) == str(s)].customer_id)
     assert per_model.iloc[0] <= at_s and len(per_model.iloc[0]) >= 0.95 * len(at_s)
-    # actuals are what happened in [S, S + H): recompute from silver orders
-    orders = read(cfg, "silver.orders")
+    # actuals are what happened in [S, S + H), as known at S + H: recompute from the order history
+    end = pd.Timestamp(s + timedelta(days=h), tz="UTC")
+    history = read(cfg, "silver.order_history")
+    known = pd.to_datetime(history.valid_from, utc=True) < end
+    still = history.valid_to.isna() | (pd.to_datetime(history.valid_to, utc=True) >= end)
+    orders = history[known & still]
+    assert not orders.order_id.duplicated().any()
     ts = pd.to_datetime(orders.order_ts, utc=True)
     window = orders[(ts >= pd.Timestamp(s, tz="UTC")) & (ts < pd.Timestamp(s + timedelta(days=h), tz="UTC"))
                     & (orders.status == "completed") & orders.dq_flags.map(lambda f: "orphan" not in list(f))]

@@ -27,6 +27,7 @@ from tests.e2e.conftest import SNAPSHOT
 
 pytestmark = pytest.mark.slow
 GOLD = ["gold.customer_features", "gold.customer_labels", "gold.training_set"]
+HISTORY = {"users": "silver.customer_history", "orders": "silver.order_history", "reviews": "silver.review_history"}
 SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items": "silver.order_items",
           "events": "silver.events", "reviews": "silver.reviews"}
 
@@ -163,18 +164,45 @@ def test_duplicates_and_resent_orders_are_counted_and_resolved(shop):
         planted = manifest["summary"][source]["faults"]
         m = dq[dq.table == table]
         assert m[m.metric == "exact_duplicates"].value.sum() == planted.get("duplicate_row", 0), table
-        assert m[m.metric == "superseded_versions"].value.sum() == planted.get("resent_order", 0), table
+        # superseded: earlier versions (in the history table) and re-sent copies of a version (no change)
+        history = len(read(cfg, HISTORY[source])) - len(read(cfg, table)) if source in HISTORY else 0
+        assert m[m.metric == "superseded_versions"].value.sum() == planted.get("resent_order", 0) + history, table
     orders = read(cfg, "silver.orders").set_index("order_id")
-    assert orders.index.is_unique
+    history = read(cfg, "silver.order_history")
+    assert orders.index.is_unique and not history.duplicated(["order_id", "valid_from"]).any()
     latest = {}
     for _, entry, _, line in _manifest_lines(cfg, manifest, "resent_order"):
         order_id = line.split(",")[0]
         text = (Path(cfg.storage.root) / "landing" / entry["file"]).read_text()
-        versions = [ln.split(",")[3] for ln in text.split("\n") if ln.startswith(order_id + ",")]
-        latest[order_id] = max(versions)
+        versions = [ln.split(",") for ln in text.split("\n") if ln.startswith(order_id + ",")]
+        latest[order_id] = max(versions, key=lambda v: v[3])
     assert latest
-    for order_id, updated_at in latest.items():  # the latest re-sent version won
-        assert orders.loc[order_id, "updated_at"] == pd.Timestamp(updated_at, tz="UTC")
+    for order_id, fields in latest.items():  # the latest version's state won; a re-sent copy is no new version
+        assert orders.loc[order_id, "status"] == fields[4]
+        mine = history[history.order_id == order_id]
+        assert mine.status.tolist() == [s for i, s in enumerate(mine.status) if i == 0 or s != mine.status.iloc[i - 1]]
+
+
+def test_order_history_keeps_each_state_with_its_time(shop):
+    """A returned order was exported first as completed, then as returned: two versions, the first closed by the
+    second; its current state is the return."""
+    cfg, _, _, _ = shop
+    history = read(cfg, "silver.order_history").sort_values(["order_id", "valid_from"])
+    orders = read(cfg, "silver.orders").set_index("order_id")
+    returned = history[history.status == "returned"].order_id
+    pairs = history[history.order_id.isin(returned)].groupby("order_id")
+    two = [g for _, g in pairs if len(g) == 2]
+    assert len(two) > 0.8 * returned.nunique()
+    for g in two[:200]:
+        first, last = g.iloc[0], g.iloc[1]
+        assert (first.status, last.status) == ("completed", "returned")
+        assert first.valid_to == last.valid_from and pd.isna(last.valid_to) and first.valid_from >= first.order_ts
+        assert orders.loc[last.order_id, "status"] == "returned"
+    open_versions = history[history.valid_to.isna()]
+    assert len(open_versions) == len(orders) and set(open_versions.order_id) == set(orders.index)
+    customers = read(cfg, "silver.customer_history")
+    moved = customers[customers.duplicated("customer_id", keep=False)]
+    assert len(moved) > 0 and (moved.groupby("customer_id").valid_to.apply(lambda v: v.isna().sum()) == 1).all()
 
 
 def test_file_faults_are_read_and_flagged(shop):
@@ -219,7 +247,7 @@ def test_nothing_personal_reaches_silver(shop):
 
 def test_rerun_changes_nothing(spark, shop):
     cfg, _, _, _ = shop
-    names = [f"{layer}.{s}" for layer in ("bronze", "quarantine") for s in SOURCES] + list(SILVER.values()) + [
+    names = [f"{layer}.{s}" for layer in ("bronze", "quarantine") for s in SOURCES] + list(SILVER.values()) + list(HISTORY.values()) + [
         "quarantine.rejects", "ops.data_quality", "ops.ingest_log", "ops.ingested_files", *GOLD]
     before = {n: _canonical(read(cfg, n)) for n in names}
     assert ingest(spark, cfg).batch_id is None  # nothing new

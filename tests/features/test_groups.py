@@ -47,9 +47,9 @@ def test_rfm(spark, tiny):
     _, orders, items, _, _ = tiny
     out = g.rfm(g.order_facts(orders), S)
     expected = spark.createDataFrame(
-        [("c1", 10, 2, 2, 150.0, 75.0, 100.0, 1, 19, 29)],
+        [("c1", 10, 2, 2, 150.0, 75.0, 100.0, 100.0, 1, 19, 29)],   # first purchase day: o1 (100)
         "customer_id string, recency_days int, frequency_orders long, frequency_days long, monetary_total double, "
-        "monetary_mean double, monetary_max double, bgnbd_x long, bgnbd_t_x int, bgnbd_T int")
+        "monetary_mean double, monetary_max double, monetary_first double, bgnbd_x long, bgnbd_t_x int, bgnbd_T int")
     assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
 
 
@@ -138,10 +138,34 @@ def test_category_mix(spark, tiny):
 
 def test_static(spark, tiny):
     customers, *_ = tiny
-    out = g.static(customers, {"Berlin": 1}).where("customer_id != 'c3'")
+    out = g.static(customers, S, {"Berlin": 1}, [18, 25, 35]).where("customer_id != 'c3'")
     expected = spark.createDataFrame([("c1", "25-34", "f", "1", "email", "2024Q1"), ("c2", "25-34", "f", "3", "email", "2024Q1")],
                                      "customer_id string, age_band string, gender string, city_tier string, acquisition_channel string, signup_cohort string")
     assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_age_band_is_the_age_at_the_snapshot(spark):
+    df = spark.createDataFrame([(date(2000, 6, 1),), (date(1960, 6, 1),), (date(2010, 1, 1),), (None,)], "birth date")
+    bands = [18, 25, 35, 45, 55, 65]
+    at = lambda s: [r.band for r in df.select(g.age_band(F.col("birth"), s, bands).alias("band")).collect()]  # noqa: E731
+    # born June 2000 (1960): 24 (64) on 2025-05-31, 25 (65) from 2025-06-01; 2010: under 18
+    assert at(date(2025, 5, 31)) == ["18-24", "55-64", "unknown", "unknown"]
+    assert at(date(2025, 6, 1)) == ["25-34", "65+", "unknown", "unknown"]
+    assert at(date(2024, 12, 31)) == ["18-24", "55-64", "unknown", "unknown"]
+
+
+def test_versions_are_read_as_known_before_the_snapshot(spark):
+    """An order placed before S, returned after S: at S it is the completed version; at S + 30 the returned one."""
+    from customer_value.features.pit import as_of
+    placed, back = datetime(2024, 2, 25, 10), datetime(2024, 3, 10, 9)
+    rows = [("o1", placed, "completed", placed, back), ("o1", placed, "returned", back, None),
+            ("o2", placed, "completed", datetime(2024, 3, 2), None),        # late: recorded after S
+            ("o3", placed, "completed", placed, datetime(2024, 3, 1))]      # replaced exactly at S: still valid
+    df = spark.createDataFrame(rows, "order_id string, order_ts timestamp, status string, valid_from timestamp, valid_to timestamp")
+    at_s = {r.order_id: r.status for r in as_of(df, S).collect()}
+    assert at_s == {"o1": "completed", "o3": "completed"}
+    later = {r.order_id: r.status for r in as_of(df, date(2024, 3, 31)).collect()}
+    assert later == {"o1": "returned", "o2": "completed"}
 
 
 def test_order_sequence_newest_first_and_aligned(spark, tiny):

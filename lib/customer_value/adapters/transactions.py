@@ -121,6 +121,7 @@ def to_users(tx: DataFrame) -> DataFrame:
         blank.alias("city"),
         F.coalesce(F.date_format("first_day", "yyyy-MM-dd"), F.col("first_raw")).alias("signup_date"),
         F.lit("unknown").alias("acquisition_channel"),
+        _ts(F.col("first_day"), F.col("first_raw")).alias("updated_at"),
     ).select(*USER_COLUMNS)
 
 

@@ -46,13 +46,15 @@ class TableCounts:
 
 
 def count_stages(table: str, quarantined: int, stages) -> TableCounts:
+    """Rows at each stage. Superseded versions are the accepted rows that are not the current state: earlier
+    versions (kept in the history table) and re-sent copies of a version."""
     rows_in = stages.bronze.count()
     dedup = stages.deduplicated.count()
-    latest = stages.latest.count()
     rejected = {r[REJECT]: r["count"] for r in stages.ruled.where(F.col(REJECT).isNotNull()).groupBy(REJECT).count().collect()}
     flagged = {r["flag"]: r["count"] for r in stages.silver.select(F.explode(FLAGS).alias("flag")).groupBy("flag").count().collect()}
-    return TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - latest, rejected, flagged,
-                       stages.silver.count())
+    out = stages.silver.count()
+    return TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - sum(rejected.values()) - out, rejected,
+                       flagged, out)
 
 
 def profile(silver: DataFrame) -> list[tuple[str, str | None, float]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 REJECT = "_reject_reason"
@@ -24,12 +24,6 @@ class Rule:
 def drop_exact_duplicates(df: DataFrame, columns: Sequence[str]) -> DataFrame:
     """One row per distinct value of `columns` (the business content, not ingest metadata)."""
     return df.dropDuplicates(list(columns))
-
-
-def latest_by_key(df: DataFrame, key: Sequence[str], order: Sequence[Column]) -> DataFrame:
-    """The latest version of each business key: the first row by `order` (e.g. updated_at desc)."""
-    window = Window.partitionBy(*key).orderBy(*order)
-    return df.withColumn("_version", F.row_number().over(window)).where(F.col("_version") == 1).drop("_version")
 
 
 def apply_rules(df: DataFrame, rules: Sequence[Rule]) -> DataFrame:
@@ -79,22 +73,6 @@ def fill_missing(df: DataFrame, fills: Mapping[str, str]) -> DataFrame:
     return df
 
 
-def cap_at(df: DataFrame, column: str, cap: float | None, capped: str, flag: str) -> DataFrame:
-    """`capped` = min(column, cap), flagged where capping changed the value; the original column is kept."""
-    if cap is None:
-        return df.withColumn(capped, F.col(column))
-    over = F.col(column) > F.lit(cap)
-    df = df.withColumn(capped, F.when(over, F.lit(cap).cast(df.schema[column].dataType)).otherwise(F.col(column)))
-    return with_flag(df, flag, over)
-
-
-def age_band(birth_date: Column, as_of: date, bands: Sequence[int]) -> Column:
-    """'18-24', ..., '65+' from the birth date; 'unknown' without one or outside the bands."""
-    age = F.floor(F.months_between(F.lit(as_of), birth_date) / 12)
-    expr = F.lit("unknown")
-    edges = list(bands)
-    for low, high in reversed(list(zip(edges, edges[1:] + [None]))):
-        label = f"{low}+" if high is None else f"{low}-{high - 1}"
-        cond = (age >= low) if high is None else ((age >= low) & (age < high))
-        expr = F.when(cond, F.lit(label)).otherwise(expr)
-    return F.when(birth_date.isNull(), F.lit("unknown")).otherwise(expr)
+def flag_above(df: DataFrame, column: str, cap: float | None, flag: str) -> DataFrame:
+    """Rows whose `column` is above `cap` flagged `flag` (kept, values unchanged); no cap, no flag."""
+    return df if cap is None else with_flag(df, flag, F.col(column) > F.lit(cap))

@@ -12,10 +12,11 @@ import hashlib
 import time
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value.cleaning import tables as clean
+from customer_value.cleaning.history import VALID_FROM
 from customer_value.cleaning.pseudonymise import load_key
 from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows, profile
 from customer_value.cleaning.rules import REJECT
@@ -26,11 +27,19 @@ from customer_value.tables import Tables
 
 SILVER = {"users": "silver.customers", "orders": "silver.orders", "order_items": "silver.order_items",
           "events": "silver.events", "reviews": "silver.reviews"}
+# The version histories beside the current-state tables of the keyed sources (what features read as of S).
+HISTORY = {"users": "silver.customer_history", "orders": "silver.order_history", "reviews": "silver.review_history"}
+HISTORY_KEYS = {"silver.customer_history": "customer_id", "silver.order_history": "order_id",
+                "silver.review_history": "review_id"}
 # Delta CHECK constraints: a backstop in the table itself, enforced on every write by any writer.
 CONSTRAINTS = {
     "silver.customers": {"customer_id_hashed": "length(customer_id) = 64"},
-    "silver.orders": {"total_in_range": "total >= 0", "capped_le_total": "total_capped <= total",
-                      "discount_not_negative": "discount >= 0", "item_count_not_negative": "item_count >= 0"},
+    "silver.orders": {"total_in_range": "total >= 0", "discount_not_negative": "discount >= 0",
+                      "item_count_not_negative": "item_count >= 0"},
+    "silver.order_history": {"total_in_range": "total >= 0", "valid_interval": "valid_to IS NULL OR valid_to > valid_from"},
+    "silver.customer_history": {"customer_id_hashed": "length(customer_id) = 64",
+                                "valid_interval": "valid_to IS NULL OR valid_to > valid_from"},
+    "silver.review_history": {"valid_interval": "valid_to IS NULL OR valid_to > valid_from"},
     "silver.order_items": {"quantity_positive": "quantity > 0", "price_not_negative": "unit_price >= 0"},
     "silver.events": {"event_ts_present": "event_ts IS NOT NULL"},
     "silver.reviews": {"rating_1_to_5": "rating BETWEEN 1 AND 5"},
@@ -55,6 +64,25 @@ def add_constraints(spark: SparkSession, tables: Tables, name: str) -> None:
             spark.sql(f"ALTER TABLE {target} ADD CONSTRAINT {cname} CHECK ({expr})")
 
 
+def merge_history(spark: SparkSession, tables: Tables, history: DataFrame, name: str) -> None:
+    """One MERGE commit: new versions inserted, versions whose `valid_to` (or content) changed updated, versions
+    no longer derived from bronze deleted. A rerun on the same bronze matches every row and changes nothing;
+    the table's own log keeps what each run changed."""
+    if not tables.exists(spark, name) or set(tables.read(spark, name).columns) != set(history.columns):
+        tables.write(history, name, options={"overwriteSchema": "true"})
+        add_constraints(spark, tables, name)
+        return
+    key = HISTORY_KEYS[name]
+    cols = history.columns
+    target = tables.delta_table(spark, name).alias("t")
+    differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in cols if c not in (key, VALID_FROM))
+    (target.merge(history.alias("s"), f"t.`{key}` = s.`{key}` AND t.{VALID_FROM} = s.{VALID_FROM}")
+     .whenMatchedUpdate(condition=differs, set={c: f"s.`{c}`" for c in cols})
+     .whenNotMatchedInsertAll()
+     .whenNotMatchedBySourceDelete()
+     .execute())
+
+
 def clean_all(spark: SparkSession, cfg: Config) -> dict:
     t_start = time.perf_counter()
     tables = Tables(cfg.storage)
@@ -63,25 +91,22 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
     bronze = {s: tables.read(spark, f"bronze.{s}") for s in SOURCES}
     quarantined = {s: tables.read(spark, f"quarantine.{s}").count() for s in SOURCES}
 
-    stages = {}
-    stages["users"] = clean.clean_users(bronze["users"], ctx)
-    known_users = clean.accepted_keys(stages["users"], "user_id")
-    # the cap is a quantile of the valid order totals: rules first (kept in memory), then the cap on top
-    orders = clean.clean_orders(bronze["orders"], known_users, ctx)
+    stages = clean.silver_stages(bronze, ctx)
+    # the outlier flag is a quantile of the valid order totals over the whole history (data quality only)
+    orders = stages["orders"]
     orders.ruled = orders.ruled.persist(StorageLevel.MEMORY_AND_DISK)
     cap = orders.ruled.where(F.col(REJECT).isNull()).approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
-    orders.silver = clean.cap_totals(orders.silver, float(cap[0]) if cap else None)
-    stages["orders"] = orders
-    accepted_orders = clean.accepted_keys(stages["orders"], "order_id")
-    stages["order_items"] = clean.clean_order_items(bronze["order_items"], accepted_orders, ctx)
-    stages["orders"].silver = clean.with_item_counts(stages["orders"].silver, stages["order_items"].silver)
-    stages["events"] = clean.clean_events(bronze["events"], known_users, ctx)
-    stages["reviews"] = clean.clean_reviews(bronze["reviews"], known_users, ctx)
+    outlier_cap = float(cap[0]) if cap else None
 
     counts, metrics, silver = [], [], {}
     for source, st in stages.items():
         t0 = time.perf_counter()
         st.ruled = st.ruled.persist(StorageLevel.MEMORY_AND_DISK)
+        if st.history is not None:  # the current state is the history's open versions: computed once
+            st.history = st.history.persist(StorageLevel.MEMORY_AND_DISK)
+            st.silver = clean.current(st.history)
+        if source == "orders":
+            st.silver = clean.flag_outliers(st.silver, outlier_cap)
         st.silver = st.silver.persist(StorageLevel.MEMORY_AND_DISK)
         c = count_stages(SILVER[source], quarantined[source], st)
         counts.append(c)
@@ -96,11 +121,16 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
 
     rejects = union_all([clean.reject_records(st, SILVER[s], s) for s, st in stages.items()])
     tables.write(rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
+    for source, st in stages.items():
+        if st.history is not None:
+            merge_history(spark, tables, st.history, HISTORY[source])
     for source, df in silver.items():
         tables.write(df, SILVER[source], options={"overwriteSchema": "true"})
         add_constraints(spark, tables, SILVER[source])
         df.unpersist()
     for st in stages.values():
         st.ruled.unpersist()
+        if st.history is not None:
+            st.history.unpersist()
     _log(f"run {rid}: silver published in {time.perf_counter() - t_start:.1f} s")
     return {c.table: c for c in counts}

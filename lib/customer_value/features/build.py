@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from customer_value.config import FeaturesConfig
 from customer_value.features import groups as g
 from customer_value.features.catalogue import catalogue
+from customer_value.features.pit import as_of
 
 ZERO_WHEN_ABSENT = ("frequency_", "monetary_total", "bgnbd_", "orders_", "spend_", "items_", "cancellations_",
                     "returns_", "sessions_", "page_views_", "searches_", "favourites_", "cart_adds_", "days_active_",
@@ -18,7 +19,11 @@ ZERO_WHEN_ABSENT = ("frequency_", "monetary_total", "bgnbd_", "orders_", "spend_
 
 def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame, events: DataFrame,
                       reviews: DataFrame, snapshot: date, cfg: FeaturesConfig) -> DataFrame:
-    """gold.customer_features for one snapshot (without writing it)."""
+    """gold.customer_features for one snapshot (without writing it).
+
+    `customers`, `orders` and `reviews` are the version histories (silver.*_history): each is read as it was
+    known just before S, so a later status change, correction, profile edit or late row cannot reach S."""
+    customers, orders, reviews = (as_of(h, snapshot) for h in (customers, orders, reviews))
     facts = g.order_facts(orders)
     pop = g.population(customers, facts, events, snapshot)
     parts = [
@@ -28,7 +33,7 @@ def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame,
         g.behaviour(events, snapshot, cfg.windows),
         g.review_features(reviews, snapshot),
         g.category_mix(facts, items, snapshot),
-        g.static(customers, cfg.city_tiers),
+        g.static(customers, snapshot, cfg.city_tiers, cfg.age_bands),
         g.order_sequence(facts, snapshot, cfg.sequence_length),
     ]
     out = pop.withColumn("tenure_days", F.datediff(F.lit(snapshot), F.col("first_seen"))).drop("first_seen")

@@ -1,7 +1,9 @@
 """Feature groups: each a pure function of silver frames and the snapshot, returning one row per customer_id.
 
-Inputs are the silver tables as they are; every group reads them through `pit.before`, so nothing at or after
-the snapshot can reach a feature. Counts are 0 when a customer has no rows; recency-like values stay null.
+Inputs are silver frames as known at the snapshot (versioned tables already read `pit.as_of(S)` by the caller);
+every group reads them through `pit.before`, so nothing at or after the snapshot can reach a feature. Spend is the
+order `total` (net of discount) of completed orders, as the labels count it. Counts are 0 when a customer has no
+rows; recency-like values stay null.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def order_facts(orders: DataFrame) -> DataFrame:
     Silver keeps money as decimal(12, 2); their sums are decimal(22, 2), which Spark adds through
     java.math.BigDecimal (beyond 18 digits), several times slower than doubles. Features and labels are
     doubles anyway, so the cast happens once, here."""
-    money = {c: F.col(c).cast("double") for c in ("total", "total_capped", "discount")}
+    money = {c: F.col(c).cast("double") for c in ("total", "discount")}
     return orders.where(~F.array_contains("dq_flags", "orphan")).withColumnRenamed("item_count", "items").withColumns(money)
 
 
@@ -43,12 +45,13 @@ def population(customers: DataFrame, orders: DataFrame, events: DataFrame, snaps
 
 
 def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
-    """Recency, frequency, monetary value of completed orders, and BG/NBD's x, t_x, T (in days).
+    """Recency, frequency, monetary value of completed orders, the first purchase day's spend (Gamma-Gamma
+    models the repeat purchases only), and BG/NBD's x, t_x, T (in days).
 
     Reduced to one row per customer and purchase day first, so distinct days are a plain count."""
     done = before(orders, "order_ts", snapshot).where(completed())
     daily = done.groupBy("customer_id", F.to_date("order_ts").alias("day")).agg(
-        F.count(F.lit(1)).alias("n"), F.sum("total_capped").alias("spend"), F.max("total_capped").alias("top"))
+        F.count(F.lit(1)).alias("n"), F.sum("total").alias("spend"), F.max("total").alias("top"))
     return daily.groupBy("customer_id").agg(
         F.datediff(F.lit(snapshot), F.max("day")).alias("recency_days"),
         F.sum("n").alias("frequency_orders"),
@@ -56,6 +59,7 @@ def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
         F.sum("spend").cast("double").alias("monetary_total"),
         (F.sum("spend") / F.sum("n")).cast("double").alias("monetary_mean"),
         F.max("top").cast("double").alias("monetary_max"),
+        F.min_by("spend", "day").cast("double").alias("monetary_first"),
         (F.count(F.lit(1)) - 1).alias("bgnbd_x"),
         F.datediff(F.max("day"), F.min("day")).alias("bgnbd_t_x"),
         F.datediff(F.lit(snapshot), F.min("day")).alias("bgnbd_T"),
@@ -73,13 +77,13 @@ def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> 
         done_now = now & completed()
         aggs += [
             F.count(F.when(now, 1)).alias(f"orders_{w}d"),
-            F.coalesce(F.sum(F.when(done_now, F.col("total_capped"))), F.lit(0)).cast("double").alias(f"spend_{w}d"),
+            F.coalesce(F.sum(F.when(done_now, F.col("total"))), F.lit(0)).cast("double").alias(f"spend_{w}d"),
             F.coalesce(F.sum(F.when(done_now, F.col("items"))), F.lit(0)).cast("long").alias(f"items_{w}d"),
             (F.sum(F.when(done_now, F.col("discount"))) / F.sum(F.when(done_now, F.col("total") + F.col("discount"))))
             .cast("double").alias(f"discount_share_{w}d"),
             F.count(F.when(now & (F.col("status") == "cancelled"), 1)).alias(f"cancellations_{w}d"),
             F.count(F.when(now & (F.col("status") == "returned"), 1)).alias(f"returns_{w}d"),
-            F.coalesce(F.sum(F.when(prev & completed(), F.col("total_capped"))), F.lit(0)).cast("double").alias(f"_spend_prev_{w}d"),
+            F.coalesce(F.sum(F.when(prev & completed(), F.col("total"))), F.lit(0)).cast("double").alias(f"_spend_prev_{w}d"),
         ]
     out = recent.groupBy("customer_id").agg(*aggs)
     for w in windows:
@@ -171,15 +175,30 @@ def category_mix(orders: DataFrame, items: DataFrame, snapshot: date) -> DataFra
     )
 
 
-def static(customers: DataFrame, city_tiers: Mapping[str, int]) -> DataFrame:
-    """Age band, gender, city tier, acquisition channel and signup cohort (year-quarter)."""
+def age_band(birth_month: Column, snapshot: date, bands: Sequence[int]) -> Column:
+    """'18-24', ..., '65+': the age at the snapshot from the birth month (silver keeps no birth date; within the
+    birth month itself the age may be a year early); 'unknown' without one or outside the bands."""
+    age = F.floor(F.months_between(F.lit(snapshot), birth_month) / 12)
+    expr = F.lit("unknown")
+    edges = list(bands)
+    for low, high in reversed(list(zip(edges, edges[1:] + [None]))):
+        label = f"{low}+" if high is None else f"{low}-{high - 1}"
+        cond = (age >= low) if high is None else ((age >= low) & (age < high))
+        expr = F.when(cond, F.lit(label)).otherwise(expr)
+    return F.when(birth_month.isNull(), F.lit("unknown")).otherwise(expr)
+
+
+def static(customers: DataFrame, snapshot: date, city_tiers: Mapping[str, int], age_bands: Sequence[int]) -> DataFrame:
+    """Age band at S, gender, city tier, acquisition channel and signup cohort (year-quarter), from the profile
+    as known at S."""
     tier = F.lit("3")
     for city, t in city_tiers.items():
         tier = F.when(F.col("city") == city, F.lit(str(t))).otherwise(tier)
     tier = F.when(F.col("city").isNull() | (F.col("city") == "unknown"), F.lit("unknown")).otherwise(tier)
     cohort = F.when(F.col("signup_date").isNotNull(),
                     F.concat(F.year("signup_date").cast("string"), F.lit("Q"), F.quarter("signup_date").cast("string")))
-    return customers.select("customer_id", "age_band", "gender", tier.alias("city_tier"), "acquisition_channel",
+    return customers.select("customer_id", age_band(F.col("birth_month"), snapshot, age_bands).alias("age_band"),
+                            "gender", tier.alias("city_tier"), "acquisition_channel",
                             F.coalesce(cohort, F.lit("unknown")).alias("signup_cohort"))
 
 
@@ -187,7 +206,7 @@ def order_sequence(orders: DataFrame, snapshot: date, length: int) -> DataFrame:
     """The last `length` completed orders, newest first, as aligned arrays: days before S, amount, items."""
     done = before(orders, "order_ts", snapshot).where(completed())
     rows = F.struct(F.col("order_ts").alias("ts"), F.col("order_id").alias("id"),
-                    F.col("total_capped").cast("double").alias("amount"), F.col("items").cast("int").alias("items"))
+                    F.col("total").cast("double").alias("amount"), F.col("items").cast("int").alias("items"))
     seq = done.groupBy("customer_id").agg(F.slice(F.sort_array(F.collect_list(rows), asc=False), 1, length).alias("_seq"))
     return seq.select(
         "customer_id",

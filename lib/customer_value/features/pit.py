@@ -1,7 +1,9 @@
 """Point-in-time helpers: the only places that compare event times with the snapshot.
 
-Every feature group reads its inputs through `before(...)`; labels read theirs through `within(...)`. Keeping the
-comparison here (and nowhere else) is what the leakage property test relies on.
+Versioned inputs (orders, customers, reviews) are first read `as_of(S)`: each key's version known strictly before
+S. Then every feature group reads its rows through `before(...)`; labels read theirs through `within(...)` from the
+versions known at the horizon's end. Keeping the comparisons here (and nowhere else) is what the leakage property
+tests rely on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from pyspark.sql import functions as F
 
 def start_of(day: date) -> Column:
     return F.lit(day).cast("timestamp")
+
+
+def as_of(history: DataFrame, snapshot: date) -> DataFrame:
+    """Each key's version as it was known just before S: `valid_from < S <= valid_to` (or still open). A row
+    recorded at or after S (a new row, a status change, a correction, a late arrival) is not there yet."""
+    s = start_of(snapshot)
+    return history.where((F.col("valid_from") < s) & (F.col("valid_to").isNull() | (F.col("valid_to") >= s)))
 
 
 def before(df: DataFrame, ts: str, snapshot: date, lookback_days: int | None = None) -> DataFrame:

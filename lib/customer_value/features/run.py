@@ -27,12 +27,15 @@ def _log(msg: str) -> None:
     print(f"[features] {msg}", flush=True)
 
 
-SILVER = ("customers", "orders", "order_items", "events", "reviews")
+# What features and labels read, by short name: the version histories of the keyed tables (each read as known at
+# the snapshot), the append-only ones as they are.
+SILVER = {"customers": "silver.customer_history", "orders": "silver.order_history", "order_items": "silver.order_items",
+          "events": "silver.events", "reviews": "silver.review_history"}
 
 
 def read_silver(spark: SparkSession, tables: Tables) -> dict[str, DataFrame]:
     """The silver tables features and labels are computed from, by short name."""
-    return {n: tables.read(spark, f"silver.{n}") for n in SILVER}
+    return {n: tables.read(spark, table) for n, table in SILVER.items()}
 
 
 def write_snapshot_features(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshot: date,

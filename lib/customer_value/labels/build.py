@@ -1,25 +1,30 @@
 """gold.customer_labels: per customer known before S, what happened in [S, S + H).
 
-Only `pit.within` reads the orders, so no label sees anything before S or at/after S + H; who is labelled
-(the population) is decided from data before S, like the features.
+The population (who is labelled) is decided from data known before S, like the features. The future is read
+from the orders as known just before S + H (`pit.as_of`) through `pit.within`: an order placed in the horizon
+counts with the status it had by the horizon's end; nothing recorded at or after S + H changes a label.
+Spend is the order `total` (net of discount) of completed orders: the same definition the features use.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from customer_value.features.groups import completed, order_facts, population
-from customer_value.features.pit import within
+from customer_value.features.pit import as_of, within
 
 
 def customer_labels(customers: DataFrame, orders: DataFrame, events: DataFrame, snapshot: date,
                     horizon_days: int) -> DataFrame:
-    facts = order_facts(orders)
-    pop = population(customers, facts, events, snapshot).select("customer_id")
-    future = within(facts, "order_ts", snapshot, horizon_days).where(completed()).groupBy("customer_id").agg(
+    """Labels at S; `customers` and `orders` are the version histories (silver.customer_history,
+    silver.order_history)."""
+    known = order_facts(as_of(orders, snapshot))
+    pop = population(as_of(customers, snapshot), known, events, snapshot).select("customer_id")
+    at_end = order_facts(as_of(orders, snapshot + timedelta(days=horizon_days)))
+    future = within(at_end, "order_ts", snapshot, horizon_days).where(completed()).groupBy("customer_id").agg(
         F.sum("total").cast("double").alias("future_spend"),
         F.count(F.lit(1)).alias("future_orders"),
     )

@@ -238,6 +238,7 @@ def simulate_block(cfg: SyntheticConfig, block: int) -> Block:
         "review_ts": review_ts,
         "rating": rating,
         "body": body,
+        "updated_at": review_ts,
     })
 
     events = pd.DataFrame({
@@ -266,6 +267,7 @@ def simulate_block(cfg: SyntheticConfig, block: int) -> Block:
         "city": rng.choice(CITIES, n),
         "signup_date": pd.to_datetime((opened + signup).astype("datetime64[D]")).strftime("%Y-%m-%d").to_numpy(),
         "acquisition_channel": rng.choice(CHANNELS, n, p=CHANNEL_P),
+        "updated_at": _ts(opened + signup, rng.integers(6 * 3600, 23 * 3600, n), iso=False),
     })
 
     truth = pd.DataFrame({
@@ -281,7 +283,36 @@ def simulate_block(cfg: SyntheticConfig, block: int) -> Block:
         "orders_until_dropout": until_dropout.astype(np.int64),
         "dropout_date": [_date(opened + d) if d >= 0 else None for d in dropout_day],
     })
+    orders, users = _with_histories(cfg, rng, orders, users, signup, days)
     return Block(truth=truth, users=users, orders=orders, order_items=items, events=events, reviews=reviews)
+
+
+def _interleave(rows: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """`earlier` versions placed right before the rows (same index) they precede, as a change log has them."""
+    return pd.concat([earlier, rows]).sort_index(kind="stable").reset_index(drop=True)
+
+
+def _with_histories(cfg: SyntheticConfig, rng: np.random.Generator, orders: pd.DataFrame, users: pd.DataFrame,
+                    signup: np.ndarray, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The exports as change logs: every state a row had, each with the `updated_at` it was recorded at.
+
+    A returned order was first exported as completed, minutes after it was placed, and again as returned when it
+    came back; a share of customers edit their profile later (they move: a new city). Drawn last in the block,
+    so the shop itself is the same with or without its histories."""
+    returned = orders.index[orders["status"].to_numpy() == "returned"]
+    placed = orders.loc[returned].copy()
+    placed_at = pd.to_datetime(placed["order_ts"]) + pd.to_timedelta(rng.integers(60, 3600, len(placed)), unit="s")
+    placed["status"] = "completed"
+    placed["updated_at"] = placed_at.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
+    edited = np.nonzero(rng.random(len(users)) < cfg.profile_edit_rate)[0]
+    edited = edited[signup[edited] < days - 2]
+    later = users.iloc[edited].copy()
+    moved_day = signup[edited] + rng.integers(1, np.maximum(days - 1 - signup[edited], 2))
+    opened = int(day_numbers(cfg.shop_opened, 1)[0])
+    later["city"] = rng.choice(CITIES, len(edited))
+    later["updated_at"] = _ts(opened + moved_day, rng.integers(6 * 3600, 23 * 3600, len(edited)), iso=False)
+    users_log = pd.concat([users, later]).sort_index(kind="stable").reset_index(drop=True)
+    return _interleave(orders, placed), users_log
 
 
 def block_count(cfg: SyntheticConfig) -> int:

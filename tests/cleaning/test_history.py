@@ -1,0 +1,52 @@
+"""Version histories: one version per change, known from its `updated_at`, valid until the next (chispa)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from customer_value.cleaning.history import current, known_from, versions
+
+T = [datetime(2024, 1, d) for d in range(1, 10)]
+ROWS = "id string, status string, updated_at timestamp, happened timestamp, _ingested_at timestamp"
+OUT = "id string, status string, valid_from timestamp, valid_to timestamp"
+
+
+def _history(spark, rows):
+    df = spark.createDataFrame(rows, ROWS)
+    out = versions(df, ["id"], known_from(F.col("updated_at"), F.col("happened")), ["status"],
+                   [F.col("_ingested_at").desc()])
+    return out.select("id", "status", "valid_from", "valid_to")
+
+
+def test_each_change_is_a_version_valid_until_the_next(spark):
+    out = _history(spark, [("o1", "completed", T[1], T[0], T[8]), ("o1", "returned", T[5], T[0], T[8]),
+                           ("o2", "cancelled", T[2], T[2], T[8])])
+    expected = spark.createDataFrame([("o1", "completed", T[1], T[5]), ("o1", "returned", T[5], None),
+                                      ("o2", "cancelled", T[2], None)], OUT)
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_resent_row_is_no_change_and_a_same_instant_correction_replaces(spark):
+    out = _history(spark, [
+        ("o1", "completed", T[1], T[0], T[6]), ("o1", "completed", T[3], T[0], T[7]),   # re-sent two days later
+        ("o1", "returned", T[5], T[0], T[6]),
+        ("o2", "completed", T[2], T[2], T[6]), ("o2", "cancelled", T[2], T[2], T[7]),   # corrected, same instant
+    ])
+    expected = spark.createDataFrame([("o1", "completed", T[1], T[5]), ("o1", "returned", T[5], None),
+                                      ("o2", "cancelled", T[2], None)], OUT)
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_known_from_is_never_before_the_event_and_falls_back_to_it(spark):
+    out = _history(spark, [("o1", "completed", T[0], T[3], T[8]),     # recorded "before" it happened: known at T3
+                           ("o2", "completed", None, T[4], T[8])])    # no updated_at: known when it happened
+    expected = spark.createDataFrame([("o1", "completed", T[3], None), ("o2", "completed", T[4], None)], OUT)
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_current_is_the_open_version(spark):
+    hist = _history(spark, [("o1", "completed", T[1], T[0], T[8]), ("o1", "returned", T[5], T[0], T[8])])
+    assert [tuple(r) for r in current(hist).collect()] == [("o1", "returned")]
