@@ -37,8 +37,10 @@ def versions(rows: DataFrame, key: Sequence[str], known_at: Column, content: Seq
     `valid_to` is the next version's `valid_from` (null: still valid)."""
     key = list(key)
     at = rows.withColumn(VALID_FROM, known_at)
+    # the content itself breaks the last ties (two rows of one file, same key and instant): same input, same pick
+    last_resort = [F.col(c).asc_nulls_first() for c in content]
     one_per_instant = at.withColumn(
-        "_n", F.row_number().over(Window.partitionBy(*key, VALID_FROM).orderBy(*newest_first))).where("_n = 1")
+        "_n", F.row_number().over(Window.partitionBy(*key, VALID_FROM).orderBy(*newest_first, *last_resort))).where("_n = 1")
     by_time = Window.partitionBy(*key).orderBy(VALID_FROM)
     state = F.struct(*content)
     # the first version's predecessor is null, and a struct is never null-safe-equal to null: it is kept

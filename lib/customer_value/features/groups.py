@@ -20,6 +20,17 @@ from customer_value.features.text import sentiment
 
 
 
+def cents(amount) -> Column:
+    """Money as whole cents: sums of integers are exact, so a rerun (rows in another order) gives the same
+    figure to the last digit, where sums of doubles differ in the last bits."""
+    return F.round(F.col(amount) * 100).cast("long") if isinstance(amount, str) else F.round(amount * 100).cast("long")
+
+
+def money_sum(amount) -> Column:
+    """Exact sum of money (via cents), as a double."""
+    return F.sum(cents(amount)) / 100.0
+
+
 def completed():
     """Completed orders: the only ones that count as spend."""
     return F.col("status") == "completed"
@@ -51,15 +62,15 @@ def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
     Reduced to one row per customer and purchase day first, so distinct days are a plain count."""
     done = before(orders, "order_ts", snapshot).where(completed())
     daily = done.groupBy("customer_id", F.to_date("order_ts").alias("day")).agg(
-        F.count(F.lit(1)).alias("n"), F.sum("total").alias("spend"), F.max("total").alias("top"))
+        F.count(F.lit(1)).alias("n"), F.sum(cents("total")).alias("spend"), F.max("total").alias("top"))
     return daily.groupBy("customer_id").agg(
         F.datediff(F.lit(snapshot), F.max("day")).alias("recency_days"),
         F.sum("n").alias("frequency_orders"),
         F.count(F.lit(1)).alias("frequency_days"),
-        F.sum("spend").cast("double").alias("monetary_total"),
-        (F.sum("spend") / F.sum("n")).cast("double").alias("monetary_mean"),
+        (F.sum("spend") / 100.0).alias("monetary_total"),
+        (F.sum("spend") / F.sum("n") / 100.0).alias("monetary_mean"),
         F.max("top").cast("double").alias("monetary_max"),
-        F.min_by("spend", "day").cast("double").alias("monetary_first"),
+        (F.min_by("spend", "day") / 100.0).alias("monetary_first"),
         (F.count(F.lit(1)) - 1).alias("bgnbd_x"),
         F.datediff(F.max("day"), F.min("day")).alias("bgnbd_t_x"),
         F.datediff(F.lit(snapshot), F.min("day")).alias("bgnbd_T"),
@@ -77,13 +88,13 @@ def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> 
         done_now = now & completed()
         aggs += [
             F.count(F.when(now, 1)).alias(f"orders_{w}d"),
-            F.coalesce(F.sum(F.when(done_now, F.col("total"))), F.lit(0)).cast("double").alias(f"spend_{w}d"),
+            F.coalesce(money_sum(F.when(done_now, F.col("total"))), F.lit(0.0)).alias(f"spend_{w}d"),
             F.coalesce(F.sum(F.when(done_now, F.col("items"))), F.lit(0)).cast("long").alias(f"items_{w}d"),
-            (F.sum(F.when(done_now, F.col("discount"))) / F.sum(F.when(done_now, F.col("total") + F.col("discount"))))
+            (F.sum(F.when(done_now, cents(F.col("discount")))) / F.sum(F.when(done_now, cents(F.col("total") + F.col("discount")))))
             .cast("double").alias(f"discount_share_{w}d"),
             F.count(F.when(now & (F.col("status") == "cancelled"), 1)).alias(f"cancellations_{w}d"),
             F.count(F.when(now & (F.col("status") == "returned"), 1)).alias(f"returns_{w}d"),
-            F.coalesce(F.sum(F.when(prev & completed(), F.col("total"))), F.lit(0)).cast("double").alias(f"_spend_prev_{w}d"),
+            F.coalesce(money_sum(F.when(prev & completed(), F.col("total"))), F.lit(0.0)).alias(f"_spend_prev_{w}d"),
         ]
     out = recent.groupBy("customer_id").agg(*aggs)
     for w in windows:

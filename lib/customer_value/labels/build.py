@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from customer_value.features.groups import completed, order_facts, population
+from customer_value.features.groups import completed, money_sum, order_facts, population
 from customer_value.features.pit import as_of, within
 
 
@@ -25,7 +25,7 @@ def customer_labels(customers: DataFrame, orders: DataFrame, events: DataFrame, 
     pop = population(as_of(customers, snapshot), known, events, snapshot).select("customer_id")
     at_end = order_facts(as_of(orders, snapshot + timedelta(days=horizon_days)))
     future = within(at_end, "order_ts", snapshot, horizon_days).where(completed()).groupBy("customer_id").agg(
-        F.sum("total").cast("double").alias("future_spend"),
+        money_sum("total").alias("future_spend"),
         F.count(F.lit(1)).alias("future_orders"),
     )
     out = pop.join(future, "customer_id", "left").fillna(0, subset=["future_spend", "future_orders"])

@@ -148,10 +148,11 @@ def inject(frame: pd.DataFrame, src: SourceFaults, cfg: SyntheticConfig, rng: np
     for kind in ADDED_FAULTS:
         if not _applicable(src, kind) or not len(clean):
             continue
-        k = int(rng.binomial(n, getattr(rates, kind)))
+        k = min(int(rng.binomial(n, getattr(rates, kind))), len(clean))
         if not k:
             continue
-        copies = df.iloc[rng.choice(clean, k)].copy()
+        # a row is re-sent at most once: two copies with the same shift would be exact duplicates, not versions
+        copies = df.iloc[rng.choice(clean, k, replace=kind != "resent_order")].copy()
         if kind == "resent_order":
             copies["updated_at"] = [_shift_ts(v, int(d), iso=False) for v, d in zip(copies["updated_at"], rng.integers(1, 4, k))]
         elif kind == "unknown_user":

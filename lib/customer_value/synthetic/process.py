@@ -309,7 +309,8 @@ def _with_histories(cfg: SyntheticConfig, rng: np.random.Generator, orders: pd.D
     later = users.iloc[edited].copy()
     moved_day = signup[edited] + rng.integers(1, np.maximum(days - 1 - signup[edited], 2))
     opened = int(day_numbers(cfg.shop_opened, 1)[0])
-    later["city"] = rng.choice(CITIES, len(edited))
+    current_city = np.array([CITIES.index(c) for c in later["city"]], dtype=np.int64)
+    later["city"] = np.asarray(CITIES)[(current_city + rng.integers(1, len(CITIES), len(edited))) % len(CITIES)]
     later["updated_at"] = _ts(opened + moved_day, rng.integers(6 * 3600, 23 * 3600, len(edited)), iso=False)
     users_log = pd.concat([users, later]).sort_index(kind="stable").reset_index(drop=True)
     return _interleave(orders, placed), users_log
