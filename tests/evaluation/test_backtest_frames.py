@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 from chispa import assert_df_equality
 
-from customer_value.evaluation.backtest import side_by_side, with_fallback
+from customer_value.evaluation.backtest import canonical_rows, model_versions, side_by_side, with_fallback
 
 S = date(2025, 10, 1)
 PRED = "customer_id string, predicted_spend double, churn_probability double"
@@ -35,3 +36,14 @@ def test_side_by_side_puts_actuals_beside_each_model_and_keeps_only_the_given_cu
     ], "snapshot_date date, horizon_days int, customer_id string, model string, model_version string, "
        "predicted_spend double, churn_probability double, actual_spend double, actual_orders long, churned boolean")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_rows_and_versions_read_back_do_not_depend_on_the_order_spark_returns_them():
+    pdf = pd.DataFrame({"customer_id": ["b", "a", "a", "b", "a"], "model": ["m1", "m2", "m1", "m2", "m2"],
+                        "model_version": ["v1", "v3", "v1", "v2", "v2"], "predicted_spend": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    shuffled = pdf.iloc[[4, 2, 0, 3, 1]]
+    assert canonical_rows(shuffled).equals(canonical_rows(pdf))
+    assert canonical_rows(pdf)[["customer_id", "model"]].values.tolist() == [
+        ["a", "m1"], ["a", "m2"], ["a", "m2"], ["b", "m1"], ["b", "m2"]]
+    # a table that mixes two fits of m2 says so, in one order, instead of naming whichever row came first
+    assert model_versions(shuffled) == model_versions(pdf) == {"m1": "v1", "m2": "v2+v3"}

@@ -23,7 +23,7 @@ from customer_value.evaluation.metrics import (
     oracle_ratios,
     spend_deciles,
     spend_metrics,
-    top_decile_mask,
+    top_decile_share,
 )
 
 # ------------------------------------------------------------------ churn
@@ -48,14 +48,74 @@ def test_churn_metrics_hand_computed():
     assert set(m) == {k for k in METRICS if k.startswith("churn_")}
 
 
-def test_top_decile_is_exactly_ceil_n_over_10_with_ties_taken_in_input_order():
-    # 11 customers -> ceil(11/10) = 2 in the top decile. Three tie at 0.9 (rows 1, 2, 3); the first two win.
-    p = [0.5, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
-    y = [0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1]
-    assert np.flatnonzero(top_decile_mask(p)).tolist() == [1, 2]
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [0, 3, 2, 1], [0, 2, 3, 1]])
+def test_a_tie_at_the_top_decile_cut_counts_fractionally_whatever_the_row_order(order):
+    # 11 customers -> k = ceil(11/10) = 2 places. Nobody is above 0.9 (a = 0); three tie at 0.9 (b = 3), two of
+    # them churners, so each tied customer holds (k - a) / b = 2/3 of a place. Expected TP = 2 * 2/3 = 4/3:
+    # precision = (4/3) / 2 = 2/3; F1 = 2 * (4/3) / (k + churners) = (8/3) / (2 + 3) = 8/15. The old stable sort
+    # took the first two tied rows: 1 (both churners) in one order, 1/2 in another.
+    p = np.array([0.5, 0.9, 0.9, 0.9] + [0.1] * 7)
+    y = np.array([0, 1, 1, 0] + [0] * 6 + [1])
+    rows = order + list(range(4, 11))
+    m = churn_metrics(y[rows], p[rows])
+    assert m["churn_precision_top_decile"] == 2 / 3
+    assert m["churn_f1_top_decile"] == 8 / 15
+    assert top_decile_share(p[rows]).tolist() == [0.0] + [2 / 3] * 3 + [0.0] * 7
+
+
+def test_top_decile_counts_the_customers_above_the_cut_fully():
+    # 20 customers -> k = 2. One above the cut (0.8, a churner, a = 1), then a tie of four at 0.6 holding one
+    # churner for the one place left: share (2 - 1) / 4 = 1/4 each. Expected TP = 1 + 1 * 1/4 = 5/4; churners 3.
+    # precision = (5/4) / 2 = 5/8; F1 = 2 * (5/4) / (2 + 3) = 1/2.
+    p = np.array([0.8, 0.6, 0.6, 0.6, 0.6] + [0.2] * 15)
+    y = np.array([1, 0, 1, 0, 0] + [1] + [0] * 14)
     m = churn_metrics(y, p)
-    assert m["churn_precision_top_decile"] == pytest.approx(1.0)  # 2/2; taking all three ties would give 2/3
-    assert m["churn_f1_top_decile"] == pytest.approx(2 * 2 / (2 + 3))  # TP 2, predicted 2, churners 3
+    assert (m["churn_precision_top_decile"], m["churn_f1_top_decile"]) == (5 / 8, 1 / 2)
+    assert top_decile_share(p).tolist() == [1.0] + [0.25] * 4 + [0.0] * 15
+    assert top_decile_share(p).sum() == 2
+
+
+def _bits(metrics: dict[str, float]) -> dict[str, str]:
+    """Each value as its exact bit pattern (float.hex): == on these is equality to the last digit, NaN included."""
+    return {k: float(v).hex() for k, v in metrics.items()}
+
+
+# Few distinct probabilities and spends (many ties, also at the cuts), and spends with many significant digits
+# (sums that depend on the order of the terms).
+_rows = st.lists(st.tuples(
+    st.floats(0, 500, allow_nan=False) | st.sampled_from([0.0, 1.5, 20.0]),  # predicted spend
+    st.sampled_from([0.05, 0.2, 0.3, 0.7, 0.9]) | st.floats(0, 1),          # churn probability
+    st.floats(0, 500, allow_nan=False) | st.just(0.0),                      # actual spend
+    st.booleans()), min_size=1, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=_rows, rnd=st.randoms(use_true_random=False))
+def test_every_metric_is_identical_to_the_last_digit_under_any_row_order(rows, rnd):
+    frame = pd.DataFrame(rows, columns=["predicted_spend", "churn_probability", "actual_spend", "churned"])
+    order = list(range(len(rows)))
+    rnd.shuffle(order)
+    shuffled = frame.iloc[order].reset_index(drop=True)
+    assert _bits(evaluate(shuffled)) == _bits(evaluate(frame))
+    assert calibration(shuffled["churned"], shuffled["churn_probability"]).equals(
+        calibration(frame["churned"], frame["churn_probability"]))
+    assert decile_table(shuffled["actual_spend"], shuffled["predicted_spend"]).equals(
+        decile_table(frame["actual_spend"], frame["predicted_spend"]))
+
+
+def test_sums_of_many_spends_do_not_move_in_the_last_digit_when_rows_are_shuffled():
+    # The plain example of the property above: 10,000 customers with continuous spend and probabilities, where a
+    # sum in row order differs between permutations (checked here, so the test cannot pass vacuously).
+    rng = np.random.default_rng(11)
+    n = 10_000
+    frame = pd.DataFrame({"predicted_spend": rng.gamma(1.2, 90.0, n), "churn_probability": rng.random(n),
+                          "actual_spend": np.where(rng.random(n) < 0.4, 0.0, rng.gamma(1.5, 80.0, n)),
+                          "churned": rng.random(n) < 0.3})
+    expected = _bits(evaluate(frame))
+    for seed in range(8):  # summed in row order, MAE, Gini and top-decile capture moved for 3 of these 8
+        shuffled = frame.sample(frac=1.0, random_state=seed)
+        assert np.cumsum(frame["actual_spend"].to_numpy())[-1] != np.cumsum(shuffled["actual_spend"].to_numpy())[-1]
+        assert _bits(evaluate(shuffled)) == expected
 
 
 @pytest.mark.parametrize("label", [0, 1])

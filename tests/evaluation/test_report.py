@@ -123,3 +123,20 @@ def test_undefined_metrics_are_null_in_json_and_na_in_html(tmp_path):
 def test_missing_columns_are_refused(tmp_path):
     with pytest.raises(ValueError, match="model"):
         write_report(tmp_path, predictions({"m": 0.5}).drop(columns="model"), "t", {})
+
+
+def test_the_report_is_the_same_file_for_file_whatever_the_row_order(tmp_path):
+    # Rows as Spark may return them: models interleaved, "rfm" first in one order and "dnn" in the other. The
+    # columns, colours and metrics.json follow the sorted model names (oracle last), not the order of appearance,
+    # and every metric and plot is order-free: the same bytes come out.
+    frame = predictions({"rfm": 0.8, "dnn": 0.4, "oracle": 0.0}, n=300)
+    rows = np.random.default_rng(1).permutation(len(frame))
+    rfm_first = frame.iloc[rows].sort_values("model", key=lambda m: m != "rfm", kind="stable")
+    dnn_first = frame.iloc[rows[::-1]].sort_values("model", key=lambda m: m != "dnn", kind="stable")
+    outs = []
+    for i, order in enumerate((rfm_first, dnn_first)):
+        metrics = write_report(tmp_path / str(i), order, "t", CONTEXT)
+        assert list(metrics) == ["dnn", "rfm", "oracle"]
+        outs.append({p.name: p.read_bytes() for p in sorted((tmp_path / str(i)).iterdir())})
+    assert list(outs[0]) == sorted(PLOTS + ["metrics.json", "report.html"])
+    assert outs[0] == outs[1]

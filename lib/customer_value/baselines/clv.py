@@ -2,12 +2,26 @@
 
 The BG/NBD likelihood depends on a customer only through (x, t_x, T), so the calibration features are first
 reduced in Spark to the distinct triples and their counts: the fit's cost is bounded by the number of distinct
-triples (at most days^2), not by the number of customers. Gamma-Gamma has no such statistic; it is fitted on a
-seeded sample of at most `max_customers` repeat buyers (three parameters: a few hundred thousand rows pin them).
+triples (at most days^2), not by the number of customers. Gamma-Gamma has no such statistic; it is fitted on at
+most `max_customers` repeat buyers (three parameters: a few hundred thousand rows pin them).
 
-Units are days, purchases are purchase days (the features' `bgnbd_x` counts repeat purchase days), and spend per
-purchase is `monetary_total / frequency_days` (the first purchase included, since the features do not keep it
-apart). Customers without a completed purchase have no (x, t_x, T): the caller gives them a fallback.
+Units are days and purchases are purchase days: the features' `bgnbd_x` counts repeat purchase days.
+Gamma-Gamma follows the method's convention (Fader & Hardie, "The Gamma-Gamma model of monetary value"), the
+one that matches BG/NBD's x: x = the number of repeat purchases (`bgnbd_x`) and m = the mean spend of those
+repeat purchases, the first one excluded, i.e. m = (monetary_total - monetary_first) / bgnbd_x for x >= 1
+(`repeat_mean`). The first purchase is left out because x does not count it, and because it is unlike the
+others (it is the one acquisition promotions and welcome offers act on). The fit uses repeat buyers with
+m > 0; in prediction a customer's expected spend per purchase blends their own m with the population mean by
+their x, and a customer with x = 0 (first purchase only) gets the population mean p gamma / (q - 1).
+
+Same features, same fit, bit for bit, however Spark partitions them:
+- The BG/NBD triples are sorted before the fit (`toPandas()` returns them in no fixed order, and the likelihood
+  is a sum of doubles, which depends on the order of its terms).
+- The Gamma-Gamma sample is the `max_customers` repeat buyers with the smallest `xxhash64(customer_id, seed)`
+  (ties by customer_id), in that order: a top-k, cheap, and a function of the customers alone. The old
+  `sample(seed).limit(n)` drew per partition and kept whichever rows came first.
+
+Customers without a completed purchase have no (x, t_x, T): the caller gives them a fallback.
 """
 
 from __future__ import annotations
@@ -16,7 +30,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -63,31 +79,60 @@ def buyers(features: DataFrame) -> DataFrame:
     return features.where(F.col("frequency_days") > 0)
 
 
+def repeat_mean(monetary_total: ArrayLike, monetary_first: ArrayLike, x: ArrayLike) -> np.ndarray:
+    """m: mean spend of the x repeat purchase days, the first purchase day excluded; 0 (unused) where x = 0.
+
+    A repeat spend below 0 can only be rounding of the two sums (repeat orders that cost nothing): read as 0."""
+    total, first, x = (np.asarray(v, dtype=float) for v in (monetary_total, monetary_first, x))
+    repeat = np.maximum(total - first, 0.0)
+    return np.divide(repeat, x, out=np.zeros_like(repeat), where=x >= 1)
+
+
+def _sorted_triples(features: DataFrame) -> pd.DataFrame:
+    """Distinct (x, t_x, T) of the buyers with their counts, sorted: the fit then adds the same terms in the
+    same order every time."""
+    keys = ["bgnbd_x", "bgnbd_t_x", "bgnbd_T"]
+    triples = buyers(features).groupBy(*keys).count().toPandas()
+    return triples.sort_values(keys, ignore_index=True)
+
+
+def spend_sample(features: DataFrame, max_customers: int, seed: int) -> pd.DataFrame:
+    """customer_id, x, m of at most `max_customers` repeat buyers with positive repeat spend: those with the
+    smallest xxhash64(customer_id, seed), ties by customer_id, in that order.
+
+    A deterministic top-k: the same customers, in the same order, whatever the partitioning and whatever order
+    Spark returns them in (sorted again on the driver: that is the order the fit's sums run in)."""
+    key = F.xxhash64(F.col("customer_id"), F.lit(seed)).alias("sample_key")
+    repeat = buyers(features).where((F.col("bgnbd_x") >= 1) & (F.col("monetary_total") > F.col("monetary_first")))
+    rows = (repeat.select("customer_id", key, "bgnbd_x", "monetary_total", "monetary_first")
+            .orderBy("sample_key", "customer_id").limit(max_customers).toPandas()
+            .sort_values(["sample_key", "customer_id"], ignore_index=True))
+    x = rows["bgnbd_x"].to_numpy(float)
+    return pd.DataFrame({"customer_id": rows["customer_id"], "x": x,
+                         "m": repeat_mean(rows["monetary_total"], rows["monetary_first"], x)})
+
+
 def fit_clv(features: DataFrame, max_customers: int = 200_000, seed: int = 7) -> ClvModel:
     """Fit both models on one snapshot's features (data before the snapshot only, no labels needed)."""
-    triples = (buyers(features).groupBy("bgnbd_x", "bgnbd_t_x", "bgnbd_T").count()
-               .toPandas())
+    triples = _sorted_triples(features)
     if triples.empty:
         raise ValueError("no customer with a completed purchase before the snapshot: BG/NBD cannot be fitted")
     bg = fit_bgnbd(triples["bgnbd_x"].to_numpy(float), triples["bgnbd_t_x"].to_numpy(float),
                    triples["bgnbd_T"].to_numpy(float), weights=triples["count"].to_numpy(float))
-    repeat = buyers(features).where(F.col("frequency_days") >= 2).select(
-        F.col("frequency_days").cast("double").alias("x"),
-        (F.col("monetary_total") / F.col("frequency_days")).alias("m")).where(F.col("m") > 0)
-    n_repeat = repeat.count()
-    if n_repeat > max_customers:
-        repeat = repeat.sample(fraction=min(1.0, 1.2 * max_customers / n_repeat), seed=seed).limit(max_customers)
-    spend = repeat.toPandas()
+    spend = spend_sample(features, max_customers, seed)
     gg = fit_gamma_gamma(spend["x"].to_numpy(), spend["m"].to_numpy())
     return ClvModel(bg, gg, int(triples["count"].sum()), len(triples), len(spend))
 
 
 def predict_frame(model: ClvModel, horizon_days: int, pdf: pd.DataFrame) -> pd.DataFrame:
-    """Expected purchases, P(alive), spend and P(no purchase) over the horizon for a batch of buyers."""
+    """Expected purchases, P(alive), spend and P(no purchase) over the horizon for a batch of buyers.
+
+    Spend per purchase is Gamma-Gamma's conditional expectation given the customer's x repeat purchases and
+    their mean m (`repeat_mean`); with x = 0 it is the population mean."""
     x, t_x, T = (pdf[c].to_numpy(float) for c in ("bgnbd_x", "bgnbd_t_x", "bgnbd_T"))
     orders = expected_purchases(model.bgnbd, horizon_days, x, t_x, T)
-    days = pdf["frequency_days"].to_numpy(float)
-    per_order = expected_spend_per_order(model.gamma_gamma, days, pdf["monetary_total"].to_numpy(float) / days)
+    m = repeat_mean(pdf["monetary_total"], pdf["monetary_first"], x)
+    per_order = expected_spend_per_order(model.gamma_gamma, x, m)
     return pd.DataFrame({
         "customer_id": pdf["customer_id"],
         "expected_orders": orders,
@@ -104,5 +149,5 @@ def predict_clv(model: ClvModel, features: DataFrame, horizon_days: int) -> Data
         for pdf in frames:
             yield predict_frame(model, horizon_days, pdf)
 
-    cols = ["customer_id", "bgnbd_x", "bgnbd_t_x", "bgnbd_T", "frequency_days", "monetary_total"]
+    cols = ["customer_id", "bgnbd_x", "bgnbd_t_x", "bgnbd_T", "monetary_total", "monetary_first"]
     return buyers(features).select(*cols).mapInPandas(batches, PREDICTION_SCHEMA)

@@ -6,15 +6,23 @@ scale, each (R, F, M) cell is given the mean future spend and churn rate its cus
 snapshots, shrunk towards the segment's mean when the cell is small. Customers with no completed order yet
 (no RFM) form their own cell, `prospect`.
 
-Quintile edges come from `percentile_approx` (one pass, no global sort, no single-partition window), so the
-baseline scales like the feature job.
+Same features and labels give the same predictions to the last bit, however Spark partitions them or orders
+their rows; every aggregate is chosen for that:
+- Quintile edges are exact discrete percentiles (`percentile_disc`: the value at rank ceil(q n), what
+  `percentile_approx` returns when it is exact). It counts each distinct value, and counts add up the same in any
+  order; `percentile_approx`'s sketches do not merge that way, so its edges moved with the partitioning. Still
+  one pass, no global sort, no single-partition window, so the baseline scales like the feature job; its
+  memory is the number of distinct values per snapshot, small for days and order counts, and bounded for spend
+  by scoring it in cents (spend is money: whole cents are its resolution anyway).
+- Cell, segment and overall means are exact sums divided by counts: spend summed as decimal (to 1e-9; a sum of
+  doubles depends on the order Spark adds the partitions in), churners counted as integers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, GroupedData
 from pyspark.sql import functions as F
 
 # R and F score patterns -> segment, the widely used RFM segment map (first match wins).
@@ -32,6 +40,20 @@ SEGMENTS: tuple[tuple[str, str], ...] = (
 )
 PROSPECT = "prospect"
 QUINTILES = [0.2, 0.4, 0.6, 0.8]
+# Exact sums of spend: 9 decimals keep a double's money value to well below a cent; 38 digits leave 29 for the
+# integer part of a sum over any number of customers Spark can count.
+EXACT_SPEND = "decimal(38, 9)"
+
+
+def _edges(column: str) -> Column:
+    """Exact quintile edges of a column in a group: percentile_disc at each of QUINTILES, an order-free aggregate
+    (pyspark 3.5 has it in SQL only)."""
+    return F.array(*[F.expr(f"percentile_disc({q}) WITHIN GROUP (ORDER BY `{column}`)") for q in QUINTILES])
+
+
+def _money(value: Column) -> Column:
+    """Spend in whole cents for scoring: its distinct values, which the exact quintiles count, stay bounded."""
+    return F.round(value, 2)
 
 
 def _score(value: Column, edges: Column, higher_is_better: bool = True) -> Column:
@@ -44,18 +66,19 @@ def rfm_scores(features: DataFrame) -> DataFrame:
     """customer_id, snapshot_date, r/f/m scores (0 for prospects) and the segment, from gold.customer_features.
 
     Quintiles are taken per snapshot over the customers who have bought, so a score means the same thing
-    (a fifth of the buyers) in every snapshot."""
+    (a fifth of the buyers) in every snapshot; spend is scored in whole cents (module docstring)."""
     buyer = F.col("frequency_orders") > 0
+    features = features.withColumn("_money", _money(F.col("monetary_total")))
     edges = features.where(buyer).groupBy("snapshot_date").agg(
-        F.percentile_approx("recency_days", QUINTILES).alias("_r_edges"),
-        F.percentile_approx("frequency_orders", QUINTILES).alias("_f_edges"),
-        F.percentile_approx("monetary_total", QUINTILES).alias("_m_edges"),
+        _edges("recency_days").alias("_r_edges"),
+        _edges("frequency_orders").alias("_f_edges"),
+        _edges("_money").alias("_m_edges"),
     )
     scored = features.join(F.broadcast(edges), "snapshot_date", "left").select(
         "customer_id", "snapshot_date",
         F.when(buyer, _score(F.col("recency_days"), F.col("_r_edges"), higher_is_better=False)).otherwise(0).alias("r_score"),
         F.when(buyer, _score(F.col("frequency_orders"), F.col("_f_edges"))).otherwise(0).alias("f_score"),
-        F.when(buyer, _score(F.col("monetary_total"), F.col("_m_edges"))).otherwise(0).alias("m_score"),
+        F.when(buyer, _score(F.col("_money"), F.col("_m_edges"))).otherwise(0).alias("m_score"),
     )
     return scored.withColumn("segment", segment(F.col("r_score"), F.col("f_score")))
 
@@ -71,10 +94,21 @@ def segment(r: Column, f: Column) -> Column:
 
 @dataclass(frozen=True)
 class RfmModel:
-    """Per cell and per segment: training customers, mean future spend, churn rate."""
+    """Per cell and per segment: training customers `n`, mean future spend, churn rate, and the exact totals
+    they come from (`spend_sum` as EXACT_SPEND, `churners`), so coarser means are exact too."""
     cells: DataFrame
     segments: DataFrame
     shrinkage: float
+
+
+def _means(groups: GroupedData) -> DataFrame:
+    """n, spend_sum, churners and the means spend, churn of grouped customers, by exact (order-free) sums."""
+    return groups.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.col("future_spend").cast(EXACT_SPEND)).alias("spend_sum"),
+        F.sum(F.col("churned").cast("long")).alias("churners"),
+    ).withColumns({"spend": F.col("spend_sum").cast("double") / F.col("n"),
+                   "churn": F.col("churners") / F.col("n")})
 
 
 def fit_rfm(scores: DataFrame, labels: DataFrame, shrinkage: float = 20.0) -> RfmModel:
@@ -83,10 +117,8 @@ def fit_rfm(scores: DataFrame, labels: DataFrame, shrinkage: float = 20.0) -> Rf
     `scores`: rfm_scores of the training snapshots; `labels`: gold.customer_labels of the same snapshots."""
     joined = scores.join(labels.select("customer_id", "snapshot_date", "future_spend", "churned"),
                          ["customer_id", "snapshot_date"])
-    stats = [F.count(F.lit(1)).alias("n"), F.avg("future_spend").alias("spend"),
-             F.avg(F.col("churned").cast("double")).alias("churn")]
-    cells = joined.groupBy("r_score", "f_score", "m_score", "segment").agg(*stats)
-    segments = joined.groupBy("segment").agg(*stats)
+    cells = _means(joined.groupBy("r_score", "f_score", "m_score", "segment"))
+    segments = _means(joined.groupBy("segment"))
     return RfmModel(cells.cache(), segments.cache(), shrinkage)
 
 
@@ -96,11 +128,13 @@ def predict_rfm(model: RfmModel, scores: DataFrame) -> DataFrame:
     A cell's mean is pulled towards its segment's by `shrinkage` pseudo-customers (few customers in a cell:
     mostly the segment's mean); a cell or segment never seen in training falls back to the overall mean."""
     seg = model.segments
-    overall = seg.agg((F.sum(F.col("spend") * F.col("n")) / F.sum("n")).alias("o_spend"),
-                      (F.sum(F.col("churn") * F.col("n")) / F.sum("n")).alias("o_churn"))
+    # from the exact totals: a sum of the segments' double means would depend on the order of the segment rows
+    overall = seg.agg((F.sum("spend_sum").cast("double") / F.sum("n")).alias("o_spend"),
+                      (F.sum("churners") / F.sum("n")).alias("o_churn"))
     k = F.lit(model.shrinkage)
+    cells = model.cells.select("r_score", "f_score", "m_score", "n", "spend", "churn")
     out = (scores
-           .join(F.broadcast(model.cells.drop("segment")), ["r_score", "f_score", "m_score"], "left")
+           .join(F.broadcast(cells), ["r_score", "f_score", "m_score"], "left")
            .join(F.broadcast(seg.select("segment", F.col("spend").alias("s_spend"), F.col("churn").alias("s_churn"))),
                  "segment", "left")
            .crossJoin(F.broadcast(overall)))

@@ -191,18 +191,32 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     return replace(evaluate_backtest(spark, cfg, snapshot, horizon, train, context), clv=clv)
 
 
+def canonical_rows(pdf: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by every column, index reset: `toPandas()` returns them in whatever order the tasks ran.
+
+    The metrics do not depend on the order anyway (they sort their own inputs); this makes the rest of the report
+    (per-model frames, plots) a function of the table's content too."""
+    return pdf.sort_values(list(pdf.columns), kind="stable", ignore_index=True)
+
+
+def model_versions(pdf: pd.DataFrame) -> dict[str, str]:
+    """Each model's version; several (a table that mixes fits) are all named, sorted, rather than whichever row
+    happened to come first."""
+    return {str(m): "+".join(sorted({str(v) for v in group})) for m, group in pdf.groupby("model")["model_version"]}
+
+
 def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_days: int,
                       train: list[date] | None = None, extra: dict[str, str] | None = None) -> BacktestResult:
     """Report and gold.model_metrics from gold.backtest_predictions of (S, H): the `evaluate` job."""
     tables = Tables(cfg.storage)
     rows = tables.read(spark, "gold.backtest_predictions").where(
         (F.col("snapshot_date") == F.lit(snapshot)) & (F.col("horizon_days") == horizon_days))
-    pdf = rows.select("customer_id", "model", "model_version", "predicted_spend", "churn_probability",
-                      "actual_spend", "churned").toPandas()
+    pdf = canonical_rows(rows.select("customer_id", "model", "model_version", "predicted_spend", "churn_probability",
+                                     "actual_spend", "churned").toPandas())
     if pdf.empty:
         raise BacktestError(f"gold.backtest_predictions has no rows for snapshot {snapshot}, horizon {horizon_days}: "
                             "run `customer-value backtest` first")
-    versions = pdf.groupby("model")["model_version"].first().to_dict()
+    versions = model_versions(pdf)
     customers = pdf["customer_id"].nunique()
     context = {
         "snapshot S": str(snapshot), "horizon": f"{horizon_days} days: [{snapshot}, {snapshot + timedelta(days=horizon_days)})",

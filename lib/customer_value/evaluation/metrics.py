@@ -4,9 +4,23 @@ Inputs are 1-D arrays of equal length, one entry per customer. Everything here i
 same numbers come out for the model and for the oracle (the true expectation on synthetic data), and a model can
 be reported as a share of the oracle's score with `oracle_ratios`.
 
-Conventions, chosen so that no metric depends on the order of the rows:
-- "Top decile" of churn probability: exactly ceil(n / 10) customers, by a stable sort on -probability (the brief
-  of the churn campaign is "call that many people"); ties at the cut are taken in input order.
+Same rows in any order -> the same metrics, bit for bit. Two things would break that, and both are handled:
+- Ties. Any rule that takes "the first k" of a ranking breaks ties by row order, so every cut through a block of
+  equal scores is made fractionally (below), and average ranks are used where ranks are needed.
+- Float sums. A sum of doubles depends on the order of its terms in the last bits (and scipy/sklearn sum in
+  row order). Every metric therefore first puts its rows in one canonical order, sorted by their own values
+  (`_canonical`), so the same multiset of rows is always summed in the same order; -0.0 is read as 0.0.
+  Spark returns rows in no fixed order (`toPandas()` of a shuffled frame), so this is what makes `backtest` and
+  `evaluate` agree to the last digit.
+
+Conventions:
+- "Top decile" of churn probability: k = ceil(n / 10) customers (the brief of the churn campaign is "call that
+  many people"). Customers scored strictly above the k-th highest probability are in it; the block of b customers
+  tied at that probability has k - a places left (a = customers strictly above), so each of them counts as
+  (k - a) / b of a call. True positives = churners above + (churners in the block) * (k - a) / b, predicted
+  positives = k. Precision = TP / k and F1 = 2 TP / (k + churners) are linear in TP, so these are exactly the
+  expected precision and F1 when the tie is broken uniformly at random; with no tie at the cut they are the
+  plain top-k values. They are computed from integer counts with a single division, so they are exact too.
 - Spend ranking (gain curve, Gini, top-decile capture): customers with equal predicted spend form one block, and
   the curve runs straight through the block. That is the average over every order within the tie, so the result
   does not depend on the row order; with no ties it is the plain per-customer curve.
@@ -27,9 +41,7 @@ from sklearn.metrics import (
     auc,
     average_precision_score,
     brier_score_loss,
-    f1_score,
     mean_absolute_error,
-    precision_score,
     roc_auc_score,
     root_mean_squared_error,
 )
@@ -40,8 +52,10 @@ NAN = float("nan")
 METRICS: dict[str, tuple[str, str]] = {
     "churn_roc_auc": ("higher", "ROC-AUC of the churn probability"),
     "churn_pr_auc": ("higher", "average precision (PR-AUC) of the churn probability"),
-    "churn_precision_top_decile": ("higher", "share of churners among the 10% most likely to churn"),
-    "churn_f1_top_decile": ("higher", "F1 when predicting churn for exactly the top 10%"),
+    "churn_precision_top_decile": ("higher", "share of churners among the 10% most likely to churn (a tie at the "
+                                             "cut counted pro rata)"),
+    "churn_f1_top_decile": ("higher", "F1 when predicting churn for exactly the top 10% (a tie at the cut counted "
+                                      "pro rata)"),
     "churn_brier": ("lower", "Brier score: mean squared error of the churn probability"),
     "spend_mae": ("lower", "mean absolute error of the predicted spend"),
     "spend_rmse": ("lower", "root mean squared error of the predicted spend"),
@@ -55,8 +69,11 @@ PREDICTION_COLUMNS = ("predicted_spend", "churn_probability", "actual_spend", "c
 
 
 def _floats(*arrays) -> list[np.ndarray]:
-    """1-D finite float arrays of one common, non-zero length: a silent NaN would poison every metric."""
-    out = [np.asarray(a, dtype=float).ravel() for a in arrays]
+    """1-D finite float arrays of one common, non-zero length: a silent NaN would poison every metric.
+
+    Adding 0.0 turns -0.0 into 0.0: the two compare equal, so a sort could leave them in row order, and they can
+    change the sign of a zero result."""
+    out = [np.asarray(a, dtype=float).ravel() + 0.0 for a in arrays]
     lengths = {len(a) for a in out}
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"expected non-empty arrays of equal length, got lengths {[len(a) for a in out]}")
@@ -66,9 +83,19 @@ def _floats(*arrays) -> list[np.ndarray]:
     return out
 
 
+def _canonical(*arrays: np.ndarray) -> list[np.ndarray]:
+    """The rows (one entry of each array) sorted by the first array, then the second, ...: one order per multiset.
+
+    Sums over the result are then done in the same order whatever order the rows came in, so a metric computed
+    from it is a function of the set of rows alone, to the last bit. Rows equal in every array are
+    interchangeable, so the sort need not be stable."""
+    order = np.lexsort(arrays[::-1])  # lexsort's primary key is the last one
+    return [a[order] for a in arrays]
+
+
 def _churn_inputs(churned, churn_probability) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as 0/1 ints and probabilities checked to lie in [0, 1]."""
-    y, p = _floats(churned, churn_probability)
+    """Labels as 0/1 ints and probabilities checked to lie in [0, 1], in canonical row order."""
+    p, y = _canonical(*_floats(churn_probability, churned))
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("churned must be boolean (or 0/1)")
     if p.min() < 0.0 or p.max() > 1.0:
@@ -77,19 +104,38 @@ def _churn_inputs(churned, churn_probability) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _spend_inputs(actual, predicted) -> tuple[np.ndarray, np.ndarray]:
-    """Actual spend is a sum of completed orders, so it cannot be negative; shares of it would be meaningless."""
-    a, p = _floats(actual, predicted)
+    """Actual and predicted spend in canonical row order. Actual spend is a sum of completed orders, so it cannot
+    be negative; shares of it would be meaningless."""
+    p, a = _canonical(*_floats(predicted, actual))
     if a.min() < 0.0:
         raise ValueError("actual spend must not be negative")
     return a, p
 
 
-def top_decile_mask(scores) -> np.ndarray:
-    """True for exactly ceil(n / 10) customers with the highest score (stable sort: ties in input order)."""
+def _top_decile_cut(scores: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """k = ceil(n / 10), and masks of the customers scored strictly above the k-th highest score and tied with it."""
+    k = math.ceil(len(scores) / 10)
+    cut = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th highest score
+    return k, scores > cut, scores == cut
+
+
+def top_decile_share(scores) -> np.ndarray:
+    """Each customer's share of a place in the top decile: 1 above the cut, 0 below it, and (k - a) / b for each of
+    the b customers tied at the cut when a are above it (k = ceil(n / 10)). Sums to k; no row order involved."""
     s = np.asarray(scores, dtype=float)
-    mask = np.zeros(len(s), dtype=bool)
-    mask[np.argsort(-s, kind="stable")[: math.ceil(len(s) / 10)]] = True
-    return mask
+    k, above, tied = _top_decile_cut(s)
+    return np.where(above, 1.0, np.where(tied, (k - int(above.sum())) / int(tied.sum()), 0.0))
+
+
+def _top_decile_precision_f1(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Precision and F1 of calling the top decile, the tie at the cut counted fractionally (module docstring).
+
+    In integers scaled by the tie's size b, so the only rounding is the final division:
+    TP * b = TP_above * b + TP_tied * (k - a)."""
+    k, above, tied = _top_decile_cut(p)
+    a, b = int(above.sum()), int(tied.sum())
+    tp_scaled = int(y[above].sum()) * b + int(y[tied].sum()) * (k - a)
+    return tp_scaled / (b * k), 2 * tp_scaled / (b * (k + int(y.sum())))
 
 
 def churn_metrics(churned, churn_probability) -> dict[str, float]:
@@ -99,12 +145,12 @@ def churn_metrics(churned, churn_probability) -> dict[str, float]:
     abort a whole report."""
     y, p = _churn_inputs(churned, churn_probability)
     both_classes = 0 < y.sum() < len(y)
-    top = top_decile_mask(p).astype(int)
+    precision, f1 = _top_decile_precision_f1(y, p)
     return {
         "churn_roc_auc": float(roc_auc_score(y, p)) if both_classes else NAN,
         "churn_pr_auc": float(average_precision_score(y, p)) if both_classes else NAN,
-        "churn_precision_top_decile": float(precision_score(y, top, zero_division=0.0)),
-        "churn_f1_top_decile": float(f1_score(y, top, zero_division=0.0)),
+        "churn_precision_top_decile": precision,
+        "churn_f1_top_decile": f1,
         "churn_brier": float(brier_score_loss(y, p, pos_label=1)),
     }
 
@@ -213,7 +259,9 @@ def spend_metrics(actual, predicted) -> dict[str, float]:
 
 
 def evaluate(frame: pd.DataFrame) -> dict[str, float]:
-    """All churn and spend metrics of one model's predictions (columns `PREDICTION_COLUMNS`)."""
+    """All churn and spend metrics of one model's predictions (columns `PREDICTION_COLUMNS`).
+
+    The frame's row order (and index) does not matter: every metric puts its rows in canonical order first."""
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"predictions lack columns {missing}")

@@ -36,8 +36,11 @@ DPI = 110
 # ---------------------------------------------------------------- models and metrics
 
 def _models(predictions: pd.DataFrame) -> list[str]:
-    """Model names in order of appearance, the oracle last: it is the reference, not a contender."""
-    names = [str(m) for m in pd.unique(predictions["model"])]
+    """Model names sorted, the oracle last: it is the reference, not a contender.
+
+    Sorted rather than in order of appearance: rows read back from Spark come in no fixed order, and the columns
+    of the tables, the colours and metrics.json would change with it."""
+    names = sorted({str(m) for m in predictions["model"]})
     return [m for m in names if m != ORACLE] + [m for m in names if m == ORACLE]
 
 
