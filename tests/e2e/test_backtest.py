@@ -81,15 +81,23 @@ def test_training_used_only_snapshots_before_s(backtest):
     assert {str(t) for t in result.training_snapshots} <= set(features.snapshot_date.astype(str))
 
 
-def test_baselines_beat_random_and_trail_the_oracle(backtest):
+# What this code reaches on the test shop (2,700 customers at S; the generator is seeded, so these are exact for
+# this code): spend Gini 0.820 / 0.756 / 0.933 and churn ROC-AUC 0.855 / 0.834 / 0.953 (BG/NBD, RFM, oracle).
+# Floors sit 0.03 below them: about three standard errors of these metrics at this size, so a change that only
+# reshuffles a few customers passes and a real regression (a lost feature, a broken fit) does not.
+FLOORS = {CLV: {"spend_gini": 0.79, "churn_roc_auc": 0.825}, RFM: {"spend_gini": 0.725, "churn_roc_auc": 0.805}}
+
+
+def test_baselines_reach_their_level_and_trail_the_oracle(backtest):
     _, result = backtest
     m = result.metrics
-    for model in (RFM, CLV):
-        assert m[model]["spend_gini"] > 0.3, (model, m[model])
-        assert m[model]["churn_roc_auc"] > 0.65, (model, m[model])
-        # the oracle knows each customer's true rates: a baseline may tie it on a metric, not beat it by much
-        assert m[model]["churn_roc_auc"] <= m[ORACLE]["churn_roc_auc"] + 0.02
-        assert m[model]["spend_gini"] <= m[ORACLE]["spend_gini"] + 0.05
+    for model, floors in FLOORS.items():
+        for metric, floor in floors.items():
+            assert m[model][metric] > floor, (model, metric, m[model][metric])
+            # the oracle knows each customer's true rates: it leads every baseline clearly (seen: by 0.1 or more)
+            assert m[ORACLE][metric] - m[model][metric] > 0.05, (model, metric)
+    # BG/NBD + Gamma-Gamma ranks spend and churn better than the RFM cells (seen: +0.064 Gini, +0.021 ROC-AUC)
+    assert m[CLV]["spend_gini"] > m[RFM]["spend_gini"] + 0.03 and m[CLV]["churn_roc_auc"] > m[RFM]["churn_roc_auc"]
 
 
 def test_report_and_metrics_table(spark, backtest):

@@ -59,9 +59,12 @@ def result(spark, tmp_path_factory):
 def test_baselines_only_and_better_than_random(result):
     assert set(result.metrics) == {RFM, CLV}
     assert result.training_snapshots == [date(2023, 10, 7), date(2024, 1, 5), date(2024, 4, 4), date(2024, 7, 3)]
-    for model in (RFM, CLV):
-        assert result.metrics[model]["spend_gini"] > 0.3
-        assert result.metrics[model]["churn_roc_auc"] > 0.65
+    # seen with this code: spend Gini 0.821 (BG/NBD) / 0.766 (RFM), churn ROC-AUC 0.872 / 0.851 on 2,500
+    # customers; floors 0.03 below, about three standard errors at this size
+    floors = {CLV: {"spend_gini": 0.79, "churn_roc_auc": 0.84}, RFM: {"spend_gini": 0.735, "churn_roc_auc": 0.82}}
+    for model, mine in floors.items():
+        for metric, floor in mine.items():
+            assert result.metrics[model][metric] > floor, (model, metric, result.metrics[model][metric])
 
 
 def test_bgnbd_recovers_the_process_behind_the_file(result):
