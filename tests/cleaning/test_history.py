@@ -50,3 +50,30 @@ def test_known_from_is_never_before_the_event_and_falls_back_to_it(spark):
 def test_current_is_the_open_version(spark):
     hist = _history(spark, [("o1", "completed", T[1], T[0], T[8]), ("o1", "returned", T[5], T[0], T[8])])
     assert [tuple(r) for r in current(hist).collect()] == [("o1", "returned")]
+
+
+def test_history_is_merged_in_one_commit_and_a_rerun_changes_nothing(spark, cfg):
+    """First run writes; a later run with a new version closes the old one and adds the new one in one MERGE
+    commit; the same input again leaves every row as it was."""
+    from customer_value.cleaning.run import merge_history
+    from customer_value.tables import Tables
+
+    tables = Tables(cfg.storage)
+
+    def orders(rows):  # the shape of silver.order_history, as far as its key and constraints go
+        return _history(spark, rows).withColumnRenamed("id", "order_id").withColumn("total", F.lit(10.0))
+
+    first = orders([("o1", "completed", T[1], T[0], T[8]), ("o2", "cancelled", T[2], T[2], T[8])])
+    merge_history(spark, tables, first, "silver.order_history")
+    later = orders([("o1", "completed", T[1], T[0], T[8]), ("o2", "cancelled", T[2], T[2], T[8]),
+                    ("o1", "returned", T[5], T[0], T[8])])
+    merge_history(spark, tables, later, "silver.order_history")
+    table = tables.delta_table(spark, "silver.order_history")
+    last = table.history(1).collect()[0]
+    assert last["operation"] == "MERGE"
+    metrics = last["operationMetrics"]
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"], metrics["numTargetRowsDeleted"]) == ("1", "1", "0")
+    assert_df_equality(tables.read(spark, "silver.order_history"), later, ignore_row_order=True, ignore_nullable=True)
+    merge_history(spark, tables, later, "silver.order_history")
+    again = table.history(1).collect()[0]["operationMetrics"]
+    assert (again["numTargetRowsInserted"], again["numTargetRowsUpdated"], again["numTargetRowsDeleted"]) == ("0", "0", "0")

@@ -14,7 +14,7 @@ from customer_value.cleaning.pseudonymise import DEMO_KEY, hmac_hex
 from customer_value.config import load_config
 from customer_value.features import groups as g
 from customer_value.features.build import customer_features
-from customer_value.features.catalogue import catalogue, markdown
+from customer_value.features.catalogue import POINT_IN_TIME, catalogue, markdown
 from customer_value.labels.build import customer_labels, training_set
 from tests.conftest import ROOT
 from tests.features.tiny import customer, event, frames, item, order, review
@@ -196,6 +196,7 @@ def test_assembled_features_match_the_catalogue_and_the_docs(spark, tiny):
     assert (rows["c2"].frequency_orders, rows["c2"].spend_30d, rows["c2"].recency_days, rows["c2"].seq_amount) == (0, 0.0, None, [])
     assert rows["c1"].tenure_days == 60
     assert (ROOT / "docs" / "features.md").read_text() == markdown(cfg), "regenerate: customer-value feature-catalogue > docs/features.md"
+    assert {d.group for d in catalogue(cfg)} == set(POINT_IN_TIME), "every group says how it respects S"
     labels = customer_labels(customers, orders, events, S, 90)
     assert training_set(out, labels).count() == 2
 
