@@ -6,6 +6,9 @@ happen at or after S (new orders, events and reviews; status changes and amount 
 before S; profile edits; review edits; late rows whose event is before S but whose `updated_at` is at or after
 S), the features at S of D and of D + changes must be identical. Labels: the same with S + H. The counter-test
 runs the same property through the old read path (each key's latest version, whatever its time) and must fail.
+
+Size and time (2 cores, alone): 4 examples of 16 independent shops each (disjoint ids, computed in one Spark run),
+so 64 shops with 1-6 changes each, in about 100 s; the counter-test about 55 s; the label properties 35 s.
 """
 
 from __future__ import annotations
