@@ -1,8 +1,9 @@
 """The clean job: bronze -> silver.customers, silver.orders, silver.order_items, silver.events, silver.reviews,
+their version histories (silver.customer_history, silver.order_history, silver.review_history),
 quarantine.rejects and ops.data_quality.
 
 Silver is recomputed from bronze on each run (deterministic: same bronze, same silver), so a rerun after any
-crash converges. The metrics are written first; when a threshold is broken the job fails before publishing
+crash converges; the histories are MERGEd (one commit each), so their Delta log shows what each run changed. The metrics are written first; when a threshold is broken the job fails before publishing
 silver, so downstream jobs keep reading the last good version.
 """
 

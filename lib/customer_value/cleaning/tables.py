@@ -1,7 +1,8 @@
 """Per-table cleaning: bronze frame -> the stages of its silver frame (so counts at each stage can be taken).
 
-Each function is a composition of the steps in `rules`; no I/O. `Stages.silver` is what silver gets;
-`Stages.ruled` carries `_reject_reason` for the rows that do not make it.
+Each function is a composition of the steps in `rules` and `history`; no I/O. `Stages.silver` is what the
+current-state silver table gets, `Stages.history` (keyed sources) every version; `Stages.ruled` carries
+`_reject_reason` for the rows that do not make it.
 """
 
 from __future__ import annotations
