@@ -14,7 +14,7 @@ their rows; every aggregate is chosen for that:
   one pass, no global sort, no single-partition window, so the baseline scales like the feature job; its
   memory is the number of distinct values per snapshot, small for days and order counts, and bounded for spend
   by scoring it in cents (spend is money: whole cents are its resolution anyway).
-- Cell, segment and overall means are exact sums divided by counts: spend summed as decimal (to 1e-9; a sum of
+- Cell, segment and overall means are exact sums divided by counts: spend summed in whole cents as integers (a sum of
   doubles depends on the order Spark adds the partitions in), churners counted as integers.
 """
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, GroupedData
 from pyspark.sql import functions as F
+
+from customer_value.features.groups import cents
 
 # R and F score patterns -> segment, the widely used RFM segment map (first match wins).
 SEGMENTS: tuple[tuple[str, str], ...] = (
@@ -40,9 +42,6 @@ SEGMENTS: tuple[tuple[str, str], ...] = (
 )
 PROSPECT = "prospect"
 QUINTILES = [0.2, 0.4, 0.6, 0.8]
-# Exact sums of spend: 9 decimals keep a double's money value to well below a cent; 38 digits leave 29 for the
-# integer part of a sum over any number of customers Spark can count.
-EXACT_SPEND = "decimal(38, 9)"
 
 
 def _edges(column: str) -> Column:
@@ -95,19 +94,20 @@ def segment(r: Column, f: Column) -> Column:
 @dataclass(frozen=True)
 class RfmModel:
     """Per cell and per segment: training customers `n`, mean future spend, churn rate, and the exact totals
-    they come from (`spend_sum` as EXACT_SPEND, `churners`), so coarser means are exact too."""
+    they come from (`spend_cents`, `churners`: integers), so coarser means are exact too."""
     cells: DataFrame
     segments: DataFrame
     shrinkage: float
 
 
 def _means(groups: GroupedData) -> DataFrame:
-    """n, spend_sum, churners and the means spend, churn of grouped customers, by exact (order-free) sums."""
+    """n, spend_cents, churners and the means spend, churn of grouped customers, by exact (order-free) sums:
+    spend in whole cents, as the features and labels sum money (`features.groups.cents`)."""
     return groups.agg(
         F.count(F.lit(1)).alias("n"),
-        F.sum(F.col("future_spend").cast(EXACT_SPEND)).alias("spend_sum"),
+        F.sum(cents("future_spend")).alias("spend_cents"),
         F.sum(F.col("churned").cast("long")).alias("churners"),
-    ).withColumns({"spend": F.col("spend_sum").cast("double") / F.col("n"),
+    ).withColumns({"spend": F.col("spend_cents") / 100.0 / F.col("n"),
                    "churn": F.col("churners") / F.col("n")})
 
 
@@ -129,7 +129,7 @@ def predict_rfm(model: RfmModel, scores: DataFrame) -> DataFrame:
     mostly the segment's mean); a cell or segment never seen in training falls back to the overall mean."""
     seg = model.segments
     # from the exact totals: a sum of the segments' double means would depend on the order of the segment rows
-    overall = seg.agg((F.sum("spend_sum").cast("double") / F.sum("n")).alias("o_spend"),
+    overall = seg.agg((F.sum("spend_cents") / 100.0 / F.sum("n")).alias("o_spend"),
                       (F.sum("churners") / F.sum("n")).alias("o_churn"))
     k = F.lit(model.shrinkage)
     cells = model.cells.select("r_score", "f_score", "m_score", "n", "spend", "churn")

@@ -22,8 +22,7 @@ VALID_FROM, VALID_TO = "valid_from", "valid_to"
 def known_from(recorded_at: Column, happened_at: Column, fallback: Column | None = None) -> Column:
     """When a version became known: its `updated_at`, never before the event it describes; without an
     `updated_at`, the event's own time (then `fallback`, e.g. the shop's opening, for rows without either)."""
-    known = F.greatest(F.coalesce(recorded_at, happened_at), happened_at)
-    known = F.coalesce(known, recorded_at, happened_at)
+    known = F.greatest(recorded_at, happened_at)  # greatest skips nulls: null only when both are
     return F.coalesce(known, fallback) if fallback is not None else known
 
 

@@ -23,7 +23,8 @@ from customer_value.features.text import sentiment
 def cents(amount) -> Column:
     """Money as whole cents: sums of integers are exact, so a rerun (rows in another order) gives the same
     figure to the last digit, where sums of doubles differ in the last bits."""
-    return F.round(F.col(amount) * 100).cast("long") if isinstance(amount, str) else F.round(amount * 100).cast("long")
+    column = F.col(amount) if isinstance(amount, str) else amount
+    return F.round(column * 100).cast("long")
 
 
 def money_sum(amount) -> Column:
