@@ -121,14 +121,13 @@ def pipeline(
     overrides: SetOption = None,
     with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
 ) -> None:
-    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> backtest.
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> train.
 
     Features are computed for features.history_snapshots snapshots ending tomorrow (all data up to today),
     with labels and the training set for those whose horizon has passed."""
     import time
 
     from customer_value.cleaning.run import clean_all
-    from customer_value.evaluation.backtest import run_backtest
     from customer_value.features.run import run_features
     from customer_value.ingest.run import ingest as run_ingest
     from customer_value.spark import spark_session
@@ -140,12 +139,12 @@ def pipeline(
     def features_stage(spark, cfg):
         run_features(spark, cfg, None, cfg.features.history_snapshots)
 
-    def backtest_stage(spark, cfg):
-        result = run_backtest(spark, cfg)
-        typer.echo(f"report: {result.report_dir}/report.html")
+    def train_stage(spark, cfg):
+        deep = train_and_register(spark, cfg)
+        typer.echo(f"model {deep.version}: {deep.registered.path}")
 
     stages = ([("generate", run_generate)] if with_generate else []) + [
-        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("backtest", backtest_stage)]
+        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("train", train_stage)]
     with spark_session(cfg) as spark:
         for name, stage in stages:
             t0 = time.perf_counter()
@@ -179,18 +178,50 @@ SnapshotOption = Annotated[Optional[datetime], typer.Option(
 HorizonOption = Annotated[Optional[int], typer.Option(help="Horizon H in days (default: features.horizon_days).")]
 
 
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", help="A registered model to backtest beside the baselines: NAME/VERSION or NAME/latest.")]
+
+
 @app.command()
 def backtest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
-             horizon_days: HorizonOption = None) -> None:
-    """Train the baselines on snapshots before S, score customers at S, compare with [S, S + H): predictions,
-    metrics and an HTML report."""
+             horizon_days: HorizonOption = None, model: ModelOption = None) -> None:
+    """Fit the baselines on snapshots before S, score customers at S, compare with [S, S + H): predictions,
+    metrics and an HTML report; with --model, a registered model beside them (refused if it learned from S on)."""
     from customer_value.evaluation.backtest import run_backtest
+    from customer_value.models.deep import DeepModel
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    extra = [DeepModel.load(cfg, model)] if model else []
+    with spark_session(cfg) as spark:
+        result = run_backtest(spark, cfg, snapshot_date.date() if snapshot_date else None, horizon_days, extra)
+    typer.echo(f"report: {result.report_dir}/report.html")
+
+
+@app.command()
+def train(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
+          horizon_days: HorizonOption = None) -> None:
+    """Train the product's model (Petastorm -> Horovod -> Keras) on snapshots before S, backtest it at S beside
+    the baselines, write models/<name>/<version>/ and register it in MLflow."""
+    from customer_value.models.deep import DeepModel
     from customer_value.spark import spark_session
 
     cfg = _config(conf, overrides)
     with spark_session(cfg) as spark:
-        result = run_backtest(spark, cfg, snapshot_date.date() if snapshot_date else None, horizon_days)
+        deep = train_and_register(spark, cfg, snapshot_date.date() if snapshot_date else None, horizon_days)
+    typer.echo(f"model {deep.version}: {deep.registered.path}")
+
+
+def train_and_register(spark, cfg: Config, snapshot=None, horizon_days=None):
+    """The train stage: a new deep model version, backtested and marked ready in the registry."""
+    from customer_value.evaluation.backtest import run_backtest
+    from customer_value.models.deep import DeepModel
+
+    deep = DeepModel(cfg)
+    result = run_backtest(spark, cfg, snapshot, horizon_days, [deep])
+    deep.finish(result.metrics, result.report_dir, result.context)
     typer.echo(f"report: {result.report_dir}/report.html")
+    return deep
 
 
 @app.command()

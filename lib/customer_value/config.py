@@ -36,8 +36,40 @@ class SparkConfig(_Strict):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class NetworkSettings(_Strict):
+    sequence_branch: Literal["conv1d", "gru", "none"] = "conv1d"
+    sequence_units: int = Field(32, gt=0)
+    embedding_dim: int = Field(4, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class HorovodSettings(_Strict):
+    fusion_threshold_mb: float | None = Field(None, ge=0, description="HOROVOD_FUSION_THRESHOLD in MiB; null: Horovod's default.")
+    cycle_time_ms: float | None = Field(None, gt=0, description="HOROVOD_CYCLE_TIME; null: Horovod's default.")
+    backward_passes_per_step: int = Field(1, ge=1, description="Local gradient steps aggregated per allreduce.")
+
+
 class TrainingConfig(_Strict):
-    num_proc: int = Field(2, ge=1)
+    num_proc: int = Field(2, ge=1, description="Horovod ranks: CPU processes here, one per GPU on a GPU node.")
+    launcher: Literal["horovodrun", "spark"] = "horovodrun"
+    threads_per_rank: int = Field(1, ge=1)
+    model_name: str = Field("customer_value", pattern=r"^[A-Za-z0-9_\-]+$")
+    models_dir: str = Field("models", description="Artifacts: <models_dir>/<name>/<version>/, relative to storage.root.")
+    work_dir: str = Field("_work/training", description="Training sets, checkpoints, rank reports.")
+    tracking_uri: str | None = Field(None, description="MLflow; null: MLFLOW_TRACKING_URI, else SQLite under storage.root.")
+    snapshots: int = Field(6, ge=1, description="Training snapshots: S - H, then every snapshot_step_days back.")
+    snapshot_step_days: int = Field(45, gt=0)
+    validation_share: float = Field(0.15, gt=0, lt=1)
+    rows_per_group: int = Field(4096, gt=0, description="Rows per Parquet row group: the unit of sharding.")
+    seed: int = 7
+    epochs: int = Field(30, ge=1)
+    patience: int = Field(4, ge=1)
+    batch_size: int = Field(512, gt=0, description="Per rank.")
+    learning_rate: float = Field(0.002, gt=0, description="Per rank; scaled by the rank count.")
+    churn_loss_weight: float = Field(1.0, ge=0)
+    network: NetworkSettings = NetworkSettings()
+    horovod: HorovodSettings = HorovodSettings()
 
 
 class PurchaseRate(_Strict):

@@ -12,12 +12,12 @@ gold.customer_features for every snapshot used, gold.backtest_predictions, gold.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import reduce
+from typing import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,18 +25,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value import __version__
-from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
-from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rfm, rfm_scores
+from customer_value.baselines.clv import ClvModel
 from customer_value.cleaning.pseudonymise import load_key, pseudonym
 from customer_value.config import Config
-from customer_value.evaluation.report import ORACLE, vs_oracle, write_report
+from customer_value.evaluation.models import (PREDICTION_COLUMNS, BacktestData, BacktestModel, BgNbdGammaGamma, Oracle,
+                                               RfmRules, standard_columns, with_fallback)  # noqa: F401
+from customer_value.evaluation.report import vs_oracle, write_report
 from customer_value.features.run import read_silver, write_snapshot_features
 from customer_value.labels.build import customer_labels
 from customer_value.landing import Location, under_root
 from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
 
-RFM, CLV = "rfm_rules", "bgnbd_gamma_gamma"
+RFM, CLV = RfmRules.name, BgNbdGammaGamma.name
 
 
 class BacktestError(ValueError):
@@ -51,6 +52,7 @@ class BacktestResult:
     report_dir: str
     metrics: dict[str, dict[str, float]]
     clv: ClvModel | None = None     # the fitted BG/NBD + Gamma-Gamma (backtest runs; not re-evaluations)
+    context: dict[str, str] = field(default_factory=dict)   # what the report's header says
 
 
 def _log(msg: str) -> None:
@@ -75,15 +77,6 @@ def report_location(cfg: Config, snapshot: date, horizon_days: int) -> str:
     return f"{under_root(cfg, cfg.backtest.report_dir).rstrip('/')}/backtest/{snapshot}_h{horizon_days}"
 
 
-def with_fallback(predictions: DataFrame, customers: DataFrame, spend: float, churn: float) -> DataFrame:
-    """Every customer of `customers` gets a prediction: those the model cannot score get (spend, churn)."""
-    return customers.select("customer_id").join(predictions, "customer_id", "left").select(
-        "customer_id",
-        F.coalesce("predicted_spend", F.lit(spend)).alias("predicted_spend"),
-        F.coalesce("churn_probability", F.lit(churn)).alias("churn_probability"),
-    )
-
-
 def oracle_predictions(spark: SparkSession, cfg: Config, tables: Tables, snapshot: date, horizon_days: int) -> DataFrame | None:
     """The generator's expectation per customer, under the same pseudonyms as silver; None without ground truth."""
     if not tables.exists(spark, "synthetic.ground_truth"):
@@ -96,27 +89,13 @@ def oracle_predictions(spark: SparkSession, cfg: Config, tables: Tables, snapsho
                         F.col("expected_spend").alias("predicted_spend"), "churn_probability")
 
 
-def fit_rfm_baseline(features: list[DataFrame], labels: list[DataFrame], shrinkage: float) -> tuple[RfmModel, tuple[float, float]]:
-    """The RFM cells from the training snapshots, and the prospects' (spend, churn): the fallback for customers
-    no model can score from their own history."""
-    t0 = time.perf_counter()
-    model = fit_rfm(rfm_scores(reduce(DataFrame.unionByName, features)),
-                    reduce(DataFrame.unionByName, labels).cache(), shrinkage)
-    segments = model.segments.collect()
-    prospect = [r for r in segments if r["segment"] == PROSPECT]
-    fallback = (prospect[0]["spend"], prospect[0]["churn"]) if prospect else (0.0, 1.0)
-    _log(f"RFM cells fitted on {sum(r['n'] for r in segments):,} customer-snapshots ({time.perf_counter() - t0:.1f} s)")
-    return model, fallback
-
-
 def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], snapshot: date, horizon_days: int,
                  only: DataFrame | None = None) -> DataFrame:
-    """gold.backtest_predictions rows: each model's (customer_id, predicted_spend, churn_probability) with its
-    version, beside what happened (labels at S); restricted to the customers of `only` when given."""
+    """gold.backtest_predictions rows: each model's predictions (the interface's columns) with its version,
+    beside what happened (labels at S); restricted to the customers of `only` when given."""
     scored = reduce(DataFrame.unionByName, [
-        frame.select("customer_id", F.lit(name).alias("model"), F.lit(version).alias("model_version"),
-                     F.col("predicted_spend").cast("double").alias("predicted_spend"),
-                     F.col("churn_probability").cast("double").alias("churn_probability"))
+        standard_columns(frame).select("customer_id", F.lit(name).alias("model"), F.lit(version).alias("model_version"),
+                                       *PREDICTION_COLUMNS[1:])
         for name, (frame, version) in models.items()])
     actual = labels.select("customer_id", F.col("future_spend").alias("actual_spend"),
                            F.col("future_orders").alias("actual_orders"), "churned")
@@ -125,7 +104,8 @@ def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], sn
         out = out.join(only, "customer_id", "left_semi")
     return out.select(
         F.lit(snapshot).alias("snapshot_date"), F.lit(horizon_days).alias("horizon_days"), "customer_id", "model",
-        "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned")
+        "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned",
+        "spend_p10", "spend_p90")
 
 
 def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int | None) -> tuple[date, int]:
@@ -135,8 +115,9 @@ def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int |
 
 
 def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
-                 horizon_days: int | None = None) -> BacktestResult:
-    """The whole backtest of (S, H): features, fits, predictions, then `evaluate_backtest`."""
+                 horizon_days: int | None = None, extra_models: Sequence[BacktestModel] = ()) -> BacktestResult:
+    """The whole backtest of (S, H): every model fitted on what precedes S and predicting at S (the baselines,
+    the oracle on synthetic data, then `extra_models`, e.g. the deep model), then `evaluate_backtest`."""
     tables = Tables(cfg.storage)
     snapshot, horizon = snapshot_and_horizon(cfg, snapshot, horizon_days)
     last_day = cfg.cleaning.today()
@@ -152,7 +133,7 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     if not train:
         raise BacktestError(f"no training snapshot: S - {horizon} days is less than {cfg.backtest.min_history_days} "
                             f"days after the first order ({first.date()})")
-    _log(f"S = {snapshot}, horizon {horizon} days; training snapshots {', '.join(map(str, train))}")
+    _log(f"S = {snapshot}, horizon {horizon} days; baseline training snapshots {', '.join(map(str, train))}")
 
     def features_at(s: date) -> DataFrame:
         t0 = time.perf_counter()
@@ -161,33 +142,40 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
         return out
 
     def labels_at(s: date) -> DataFrame:
-        return customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
+        labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
+        if s + timedelta(days=horizon) <= snapshot:      # a training snapshot: kept for the training-set job
+            tables.write(labels, "gold.customer_labels",
+                         replace_where=f"snapshot_date = '{s}' AND horizon_days = {horizon}")
+            labels = tables.read(spark, "gold.customer_labels").where(
+                (F.col("snapshot_date") == F.lit(s)) & (F.col("horizon_days") == horizon))
+        return labels
 
-    rfm, fallback = fit_rfm_baseline([features_at(s) for s in train], [labels_at(s) for s in train],
-                                     cfg.backtest.rfm_shrinkage)
-    feats = features_at(snapshot)
-    t0 = time.perf_counter()
-    clv = fit_clv(feats, cfg.backtest.spend_fit_max_customers)
-    _log("; ".join(f"{k} {v}" for k, v in clv.describe().items()) + f" ({time.perf_counter() - t0:.1f} s)")
-
-    models = {
-        RFM: (predict_rfm(rfm, rfm_scores(feats)),
-              "rfm-" + hashlib.sha256(f"{train}|{cfg.backtest.rfm_shrinkage}".encode()).hexdigest()[:10]),
-        CLV: (with_fallback(predict_clv(clv, feats, horizon), feats, *fallback), clv.version),
-    }
+    data = BacktestData(spark, cfg, tables, snapshot, horizon, first.date(), features_at, labels_at)
+    rfm = RfmRules()
+    models: list[BacktestModel] = [rfm, BgNbdGammaGamma(fallback_from=rfm)]
     truth = oracle_predictions(spark, cfg, tables, snapshot, horizon)
     if truth is not None:
-        models[ORACLE] = (truth, "generator")
-    predictions = side_by_side(labels_at(snapshot), models, snapshot, horizon,
+        models.append(Oracle(truth))
+    models += list(extra_models)
+    feats = data.features(snapshot)
+    predicted = {}
+    for model in models:
+        model.fit(data)
+        predicted[model.name] = (model.predict(feats, data), model.version)
+    predictions = side_by_side(data.labels(snapshot), predicted, snapshot, horizon,
                                only=None if truth is None else truth.select("customer_id"))
-    tables.write(predictions, "gold.backtest_predictions",
+    tables.write(predictions, "gold.backtest_predictions", options={"mergeSchema": "true"},
                  replace_where=f"snapshot_date = '{snapshot}' AND horizon_days = {horizon}")
     _log("gold.backtest_predictions written")
+    clv = next(m for m in models if isinstance(m, BgNbdGammaGamma)).model
     context = {
         "training snapshots": ", ".join(map(str, train)),
         **clv.describe(),
         "RFM shrinkage": f"{cfg.backtest.rfm_shrinkage:g} customers",
     }
+    for model in extra_models:
+        if getattr(model, "training", None):
+            context[f"{model.name} training snapshots"] = ", ".join(model.training["training_set"]["snapshots"])
     return replace(evaluate_backtest(spark, cfg, snapshot, horizon, train, context), clv=clv)
 
 
@@ -211,8 +199,9 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
     tables = Tables(cfg.storage)
     rows = tables.read(spark, "gold.backtest_predictions").where(
         (F.col("snapshot_date") == F.lit(snapshot)) & (F.col("horizon_days") == horizon_days))
-    pdf = canonical_rows(rows.select("customer_id", "model", "model_version", "predicted_spend", "churn_probability",
-                                     "actual_spend", "churned").toPandas())
+    cols = ["customer_id", "model", "model_version", "predicted_spend", "churn_probability", "actual_spend", "churned"]
+    cols += [c for c in ("spend_p10", "spend_p90") if c in rows.columns]
+    pdf = canonical_rows(rows.select(*cols).toPandas())
     if pdf.empty:
         raise BacktestError(f"gold.backtest_predictions has no rows for snapshot {snapshot}, horizon {horizon_days}: "
                             "run `customer-value backtest` first")
@@ -245,4 +234,4 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
     for m, values in metrics.items():
         _log(f"  {m:<20} spend Gini {values.get('spend_gini', float('nan')):.3f}, churn ROC-AUC "
              f"{values.get('churn_roc_auc', float('nan')):.3f}, top-decile capture {values.get('spend_top_decile_capture', float('nan')):.3f}")
-    return BacktestResult(snapshot, horizon_days, train or [], target, metrics)
+    return BacktestResult(snapshot, horizon_days, train or [], target, metrics, context=context)

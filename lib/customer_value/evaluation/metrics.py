@@ -63,6 +63,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "spend_gini": ("higher", "normalised Gini: model ranking's gain over random, as a share of the ideal's"),
     "spend_top_decile_capture": ("higher", "share of actual spend held by the 10% with highest predicted spend"),
     "spend_decile_mape": ("lower", "mean over predicted-spend deciles of |sum predicted - sum actual| / sum actual"),
+    "interval_coverage_buyers": ("target 0.8", "share of buyers whose spend is inside the 10-90 % interval of spend given a purchase"),
 }
 
 PREDICTION_COLUMNS = ("predicted_spend", "churn_probability", "actual_spend", "churned")
@@ -265,10 +266,24 @@ def evaluate(frame: pd.DataFrame) -> dict[str, float]:
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"predictions lack columns {missing}")
-    return {
+    out = {
         **churn_metrics(frame["churned"].to_numpy(), frame["churn_probability"].to_numpy()),
         **spend_metrics(frame["actual_spend"].to_numpy(), frame["predicted_spend"].to_numpy()),
     }
+    if {"spend_p10", "spend_p90"} <= set(frame.columns) and frame["spend_p10"].notna().any():
+        out["interval_coverage_buyers"] = interval_coverage(frame["actual_spend"].to_numpy(),
+                                                            frame["spend_p10"].to_numpy(), frame["spend_p90"].to_numpy())
+    return out
+
+
+def interval_coverage(actual, low, high) -> float:
+    """Share of buyers (actual spend > 0) whose spend lies in [low, high]: a 10-90 % interval of spend given a
+    purchase should hold 80 % of them. NaN without buyers."""
+    a, lo, hi = _floats(actual, low, high)
+    buyers = a > 0
+    if not buyers.any():
+        return NAN
+    return float(np.mean((a[buyers] >= lo[buyers]) & (a[buyers] <= hi[buyers])))
 
 
 def oracle_ratios(model_metrics: dict[str, float], oracle_metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,154 @@
+"""One small interface for every model the backtest compares: fit on training snapshots, predict at S.
+
+A model's predictions are rows of (customer_id, predicted_spend, churn_probability) and, where the model has a
+distribution, spend_p10 / spend_p90; `version` names what was fitted. The backtest, the report and the
+predictions table then treat RFM rules, BG/NBD + Gamma-Gamma, the deep model and the oracle alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import reduce
+from typing import Callable, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
+from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rfm, rfm_scores
+from customer_value.config import Config
+from customer_value.tables import Tables
+
+PREDICTION_COLUMNS = ("customer_id", "predicted_spend", "churn_probability", "spend_p10", "spend_p90")
+
+
+def _log(msg: str) -> None:
+    print(f"[backtest] {msg}", flush=True)
+
+
+@dataclass
+class BacktestData:
+    """What models may learn from for a backtest at S: features and labels of snapshots whose horizon ends by S
+    (computed and written on first use), and the features at S they predict from."""
+
+    spark: SparkSession
+    cfg: Config
+    tables: Tables
+    snapshot: date
+    horizon_days: int
+    first_day: date
+    features_at: Callable[[date], DataFrame]
+    labels_at: Callable[[date], DataFrame]
+    _cache: dict = field(default_factory=dict)
+
+    def snapshots(self, count: int, step_days: int) -> list[date]:
+        """S - H, S - H - step, ... (oldest first): labels end by S; each with `min_history_days` before it."""
+        out = []
+        s = self.snapshot - timedelta(days=self.horizon_days)
+        while len(out) < count and (s - self.first_day).days >= self.cfg.backtest.min_history_days:
+            out.append(s)
+            s -= timedelta(days=step_days)
+        return sorted(out)
+
+    def features(self, s: date) -> DataFrame:
+        if ("f", s) not in self._cache:
+            self._cache[("f", s)] = self.features_at(s)
+        return self._cache[("f", s)]
+
+    def labels(self, s: date) -> DataFrame:
+        if ("l", s) not in self._cache:
+            self._cache[("l", s)] = self.labels_at(s)
+        return self._cache[("l", s)]
+
+
+class BacktestModel(Protocol):
+    name: str
+    version: str
+
+    def fit(self, data: BacktestData) -> None: ...
+
+    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame: ...
+
+
+def with_fallback(predictions: DataFrame, customers: DataFrame, spend: float, churn: float) -> DataFrame:
+    """Every customer of `customers` gets a prediction: those the model cannot score get (spend, churn)."""
+    return customers.select("customer_id").join(predictions, "customer_id", "left").select(
+        "customer_id",
+        F.coalesce("predicted_spend", F.lit(spend)).alias("predicted_spend"),
+        F.coalesce("churn_probability", F.lit(churn)).alias("churn_probability"),
+    )
+
+
+class RfmRules:
+    """RFM cells learned from the training snapshots (S - H, S - 2H, ...)."""
+
+    name = "rfm_rules"
+
+    def __init__(self) -> None:
+        self.version = ""
+        self.model: RfmModel | None = None
+        self.fallback = (0.0, 1.0)        # the prospects' (spend, churn): for customers nobody can score
+
+    def fit(self, data: BacktestData) -> None:
+        t0 = time.perf_counter()
+        train = data.snapshots(data.cfg.backtest.max_training_snapshots, data.horizon_days)
+        feats = reduce(DataFrame.unionByName, [data.features(s) for s in train])
+        labels = reduce(DataFrame.unionByName, [data.labels(s) for s in train]).cache()
+        self.model = fit_rfm(rfm_scores(feats), labels, data.cfg.backtest.rfm_shrinkage)
+        segments = self.model.segments.collect()
+        prospect = [r for r in segments if r["segment"] == PROSPECT]
+        if prospect:
+            self.fallback = (prospect[0]["spend"], prospect[0]["churn"])
+        self.version = "rfm-" + hashlib.sha256(f"{train}|{data.cfg.backtest.rfm_shrinkage}".encode()).hexdigest()[:10]
+        self.train = train
+        _log(f"RFM cells fitted on {sum(r['n'] for r in segments):,} customer-snapshots ({time.perf_counter() - t0:.1f} s)")
+
+    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
+        return predict_rfm(self.model, rfm_scores(features))
+
+
+class BgNbdGammaGamma:
+    """BG/NBD + Gamma-Gamma, fitted on the calibration period before S (the features at S), as the method
+    prescribes; customers without a purchase get the RFM prospects' figures."""
+
+    name = "bgnbd_gamma_gamma"
+
+    def __init__(self, fallback_from: RfmRules) -> None:
+        self.rfm = fallback_from
+        self.version = ""
+        self.model: ClvModel | None = None
+
+    def fit(self, data: BacktestData) -> None:
+        t0 = time.perf_counter()
+        self.model = fit_clv(data.features(data.snapshot), data.cfg.backtest.spend_fit_max_customers)
+        self.version = self.model.version
+        _log("; ".join(f"{k} {v}" for k, v in self.model.describe().items()) + f" ({time.perf_counter() - t0:.1f} s)")
+
+    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
+        return with_fallback(predict_clv(self.model, features, data.horizon_days), features, *self.rfm.fallback)
+
+
+class Oracle:
+    """The generator's own expectation (synthetic data only): the ceiling any model is measured against."""
+
+    name = "oracle"
+
+    def __init__(self, predictions: DataFrame) -> None:
+        self.predictions = predictions
+        self.version = "generator"
+
+    def fit(self, data: BacktestData) -> None:
+        pass
+
+    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
+        return self.predictions
+
+
+def standard_columns(frame: DataFrame) -> DataFrame:
+    """A model's predictions with every column of the contract (absent intervals as null doubles)."""
+    return frame.select(
+        "customer_id",
+        *[(F.col(c) if c in frame.columns else F.lit(None)).cast("double").alias(c) for c in PREDICTION_COLUMNS[1:]])

@@ -1,0 +1,62 @@
+"""Petastorm → tf.data for the network: each Horovod rank reads its own shard of row groups.
+
+Row-group batches come out of Petastorm whole (the fast path: no per-row Python), the columns are stacked into
+the network's input tensors on the whole batch, and `rebatch` cuts fixed-size training batches without
+unbatching row by row. Every rank must run the same number of steps per epoch (a rank that finishes early
+leaves the others waiting in an allreduce forever), so the step count comes from the smallest shard
+(`steps_per_epoch`), and the reader repeats its shard endlessly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+from petastorm import make_batch_reader
+from petastorm.tf_utils import make_petastorm_dataset
+
+from customer_value.models.spec import FeatureSpec
+
+LABELS = ("future_spend", "churned")
+ROW_KEY = "row_key"
+
+
+def reader(url: str, columns: Sequence[str], rank: int, size: int, epochs: int | None, seed: int | None = None):
+    """A Petastorm batch reader over rank `rank`'s row groups of `size` shards. `epochs=None` repeats forever,
+    shuffling the order of row groups with `seed` (deterministic: one worker thread)."""
+    return make_batch_reader(url, schema_fields=list(columns), cur_shard=rank, shard_count=size,
+                             num_epochs=epochs, shuffle_row_groups=epochs is None, seed=seed,
+                             shard_seed=0, workers_count=1)
+
+
+def shard_keys(url: str, rank: int, size: int) -> list[int]:
+    """The row keys of this rank's shard, one pass: its size for the step count, and for the tests."""
+    with reader(url, [ROW_KEY], rank, size, epochs=1) as r:
+        return [int(k) for batch in r for k in batch.row_key]
+
+
+def columns_for(spec: FeatureSpec) -> list[str]:
+    return [*spec.numeric_inputs, *spec.categorical_inputs, *spec.sequence_inputs, *LABELS]
+
+
+def to_tensors(spec: FeatureSpec):
+    """A tf.data map from a Petastorm batch (namedtuple of column vectors) to (inputs, targets) of the batch."""
+    numeric, seq, cats = spec.numeric_inputs, spec.sequence_inputs, spec.categorical_inputs
+
+    def convert(batch):
+        get = lambda n: getattr(batch, n)  # noqa: E731
+        inputs = {"numeric": tf.stack([tf.cast(get(n), tf.float32) for n in numeric], axis=1),
+                  "sequence": tf.stack([tf.cast(get(n), tf.float32) for n in seq], axis=1)}
+        for name in cats:
+            inputs[f"cat_{name}"] = tf.cast(get(name), tf.int32)
+        targets = {"spend": tf.cast(get("future_spend"), tf.float32),
+                   "churn": tf.reshape(tf.cast(get("churned"), tf.float32), [-1, 1])}
+        return inputs, targets
+
+    return convert
+
+
+def dataset(r, spec: FeatureSpec, batch_size: int) -> tf.data.Dataset:
+    """Fixed-size (inputs, targets) batches from an open reader, re-batched without unbatching."""
+    return (make_petastorm_dataset(r).map(to_tensors(spec), num_parallel_calls=1)
+            .rebatch(batch_size, drop_remainder=True).prefetch(2))

@@ -1,0 +1,228 @@
+"""The deep model in the backtest's interface: fit = training set + Horovod training + registration;
+predict = the SavedModel applied in a Spark `mapInPandas`, loaded once per Python worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from customer_value.config import Config
+from customer_value.evaluation.models import BacktestData
+from customer_value.landing import under_root
+from customer_value.models import registry
+from customer_value.models.fit import build_training_set, launch
+from customer_value.models.network import CHURN, SPEND, arrays_from_frame
+from customer_value.models.spec import FeatureSpec, model_inputs
+from customer_value.models.ziln import distribution, expected_spend, spend_quantile_if_buying
+
+PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
+               "spend_p10 double, spend_p90 double")
+
+
+class LeakError(ValueError):
+    pass
+
+
+def _log(msg: str) -> None:
+    print(f"[train] {msg}", flush=True)
+
+
+@functools.lru_cache(maxsize=4)
+def load_saved_model(path: str):
+    """The SavedModel at `path`, loaded at most once per process (keyed by path: a version never shares it)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return tf.keras.models.load_model(path, compile=False)
+
+
+def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536) -> dict[str, np.ndarray]:
+    """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
+    n = len(arrays["numeric"])
+    logits, churn = [], []
+    for i in range(0, n, batch):
+        out = model({k: v[i:i + batch] for k, v in arrays.items()}, training=False)
+        logits.append(np.asarray(out[SPEND], dtype=np.float64))
+        churn.append(np.asarray(out[CHURN], dtype=np.float64).reshape(-1))
+    lg = np.concatenate(logits) if logits else np.zeros((0, 3))
+    ch = np.concatenate(churn) if churn else np.zeros(0)
+    p, _, _ = distribution(lg)
+    return {"predicted_spend": expected_spend(lg), "churn_probability": 1.0 / (1.0 + np.exp(-ch)),
+            "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1),
+            "spend_p90": spend_quantile_if_buying(lg, 0.9)}
+
+
+def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec) -> DataFrame:
+    """Predictions for every row of gold.customer_features rows, in a mapInPandas."""
+    saved = str(Path(model_dir) / "saved_model")
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = load_saved_model(saved)
+        for pdf in batches:
+            out = predict_arrays(model, arrays_from_frame(pdf, spec)) if len(pdf) else {}
+            yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
+                                **{k: out.get(k, np.zeros(0)) for k in
+                                   ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})
+
+    return model_inputs(features, spec).mapInPandas(score, PREDICTIONS)
+
+
+class DeepModel:
+    """The product's model. `fit` trains and registers a new version; `DeepModel.load` serves a registered one."""
+
+    name = "deep_ziln"
+
+    def __init__(self, cfg: Config, registered: registry.RegisteredModel | None = None) -> None:
+        self.cfg = cfg
+        self.registered = registered
+        self.version = registered.label if registered else ""
+        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text()) if registered else None
+        self.training: dict = json.loads((registered.path / "training.json").read_text()) if registered else {}
+        self.run_id = registered.run_id if registered else None
+
+    @classmethod
+    def load(cls, cfg: Config, ref: str) -> "DeepModel":
+        return cls(cfg, registry.resolve(cfg, ref))
+
+    def fit(self, data: BacktestData) -> None:
+        if self.registered is not None:          # a registered model: check it learned nothing from [S, ...)
+            latest = max(date.fromisoformat(s) for s in self.training["training_set"]["snapshots"])
+            ends = latest + timedelta(days=int(self.training["training_set"]["horizon_days"]))
+            if ends > data.snapshot:
+                raise LeakError(f"model {self.version} learned from labels up to {ends}, after the backtest's "
+                                f"S = {data.snapshot}: backtest it at S >= {ends}")
+            return
+        self._train(data)
+
+    def _train(self, data: BacktestData) -> None:
+        import mlflow
+
+        tc = self.cfg.training
+        snapshots = data.snapshots(tc.snapshots, tc.snapshot_step_days)
+        if not snapshots:
+            raise ValueError("no training snapshot has enough history before it (backtest.min_history_days)")
+        for s in snapshots:
+            data.features(s)
+            data.labels(s)
+        run_key = uuid.uuid4().hex[:12]
+        work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
+        t0 = time.perf_counter()
+        ts = build_training_set(data.spark, data.tables, self.cfg.features, snapshots, data.horizon_days,
+                                str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc)
+        _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
+             f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
+        staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
+        plan = {
+            "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(work / "data" / "spec.json"),
+            "network": tc.network.model_dump(), "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
+            "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
+            "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
+            "backward_passes_per_step": tc.horovod.backward_passes_per_step,
+            "checkpoint_dir": str(work / "checkpoints"), "out_dir": str(staged), "report_dir": str(work / "ranks"),
+        }
+        client = registry.client(self.cfg)
+        exp = registry.experiment_id(self.cfg)
+        run = client.create_run(exp, run_name=f"train-{data.snapshot}-{run_key}")
+        self.run_id = run.info.run_id
+        params = {"snapshot": str(data.snapshot), "horizon_days": data.horizon_days, "num_proc": tc.num_proc,
+                  "launcher": tc.launcher, "training_snapshots": ",".join(ts.snapshots), "train_rows": ts.train_rows,
+                  "validation_rows": ts.validation_rows, **{f"delta_version.{k}": v for k, v in ts.delta_versions.items()},
+                  **{k: v for k, v in plan.items() if k in ("seed", "epochs", "patience", "batch_size", "learning_rate",
+                                                            "churn_loss_weight", "threads_per_rank")},
+                  **{f"network.{k}": v for k, v in tc.network.model_dump().items()}}
+        for k, v in params.items():
+            client.log_param(self.run_id, k, str(v))
+        t0 = time.perf_counter()
+        _log(f"Horovod: {tc.num_proc} ranks via {tc.launcher}, batch {tc.batch_size}/rank, up to {tc.epochs} epochs")
+        reports = launch(plan, tc.num_proc, tc.launcher)
+        r0 = reports[0]
+        for metric, values in r0["history"].items():
+            for i, v in enumerate(values):
+                client.log_metric(self.run_id, metric, v, step=r0["initial_epoch"] + i)
+        _log(f"trained: {r0['epochs_run']} epochs of {r0['steps_per_epoch']} steps per rank, best validation loss "
+             f"{r0['best_loss']:.4f} at epoch {r0['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
+        spec_text = (work / "data" / "spec.json").read_text()
+        (staged / "spec.json").write_text(spec_text)
+        self.training = {"training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
+                         "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
+                         "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id}
+        (staged / "training.json").write_text(json.dumps(self.training, indent=1, default=str))
+        self.registered = registry.register(self.cfg, staged, self.run_id)
+        self.spec = FeatureSpec.from_json(spec_text)
+        self.version = self.registered.label
+        shutil.rmtree(work / "data", ignore_errors=True)
+        _log(f"registered {self.version} at {self.registered.path}")
+
+    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
+        return score_frame(features, str(self.registered.path), self.spec)
+
+    def finish(self, metrics: dict, report_dir: str, context: dict[str, str]) -> None:
+        """Write the backtest's metrics, report and a model card into the artifact, log them, mark it ready."""
+        path = self.registered.path
+        (path / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        report = path / "report"
+        shutil.rmtree(report, ignore_errors=True)
+        src = Path(report_dir)
+        if src.exists():
+            shutil.copytree(src, report)
+        (path / "MODEL_CARD.md").write_text(model_card(self, metrics, context))
+        client = registry.client(self.cfg)
+        for k, v in (metrics.get(self.name) or {}).items():
+            client.log_metric(self.run_id, f"backtest.{k}", float(v))
+        for model, values in metrics.items():
+            if model != self.name:
+                for k in ("spend_gini", "churn_roc_auc"):
+                    if k in values:
+                        client.log_metric(self.run_id, f"baseline.{model}.{k}", float(values[k]))
+        client.log_artifacts(self.run_id, str(path), "model")
+        client.set_terminated(self.run_id)
+        registry.mark_ready(self.cfg, self.registered)
+
+
+def model_card(model: DeepModel, metrics: dict, context: dict[str, str]) -> str:
+    ts = model.training["training_set"]
+    rows = "\n".join(f"| {m} | {v.get('spend_gini', float('nan')):.3f} | {v.get('churn_roc_auc', float('nan')):.3f} | "
+                     f"{v.get('spend_mae', float('nan')):.1f} |" for m, v in sorted(metrics.items()))
+    own = metrics.get(model.name, {})
+    cov = own.get("interval_coverage_buyers")
+    return f"""# Model card: {model.version}
+
+**What it predicts.** For each customer known at a snapshot S: expected spend in [S, S + {ts['horizon_days']} days)
+(zero-inflated lognormal: P(buy), and spend given a purchase with a 10-90 % interval) and the probability of no
+completed order in that horizon (churn).
+
+**Trained on.** Snapshots {', '.join(ts['snapshots'])}: {ts['train_rows']:,} training and {ts['validation_rows']:,}
+validation customer-snapshots (split by hashed customer id), read from Delta versions {ts['delta_versions']}.
+Features: `docs/features.md` ({len(model.spec.numeric_inputs)} numeric inputs incl. missing indicators and season,
+{len(model.spec.categorical_inputs)} categorical, the last {model.spec.sequence_length} orders).
+Horovod ranks: {model.training['config']['num_proc']}; MLflow run {model.run_id}.
+
+**Backtest** at {context.get('snapshot S', '?')} ({context.get('customers', '?')} customers), beside the baselines:
+
+| model | spend Gini | churn ROC-AUC | spend MAE |
+|---|---|---|---|
+{rows}
+
+10-90 % interval coverage of buyers' spend: {'n/a' if cov is None else f'{cov:.3f}'} (target 0.80).
+
+**Intended use.** Ranking and tiering customers for marketing actions; aggregate spend forecasts. Not for
+decisions about individuals with legal or similarly significant effects.
+
+**Limits.** Trained for one horizon length; a shop whose behaviour changes (new channels, prices, seasons not in
+the training snapshots) needs retraining (drift monitoring). Customers without history get the population's
+prior through the same network. Personal data never reaches the model: ids are pseudonymised in silver.
+"""

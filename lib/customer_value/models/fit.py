@@ -1,0 +1,164 @@
+"""The training-set job and the launchers: Delta snapshots → Parquet for Petastorm → Horovod ranks.
+
+The training set is materialised from the Delta tables *as of the versions read* (recorded with the model):
+Spark reads exactly the files of that table version, never the table folder, which still holds files a
+`replaceWhere` removed. Rows are split into training and validation by a hash of the customer id (stable across
+runs and snapshots: a customer never sits on both sides), ordered by a hash of (customer, snapshot) so every
+row group is a random sample, and written as many row groups as the ranks need to get equal shards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from customer_value.models.data import LABELS, ROW_KEY
+from customer_value.models.spec import FeatureSpec, encoded, feature_spec, fit_stats, transformed
+from customer_value.tables import Tables
+
+FEATURES, LABELS_TABLE = "gold.customer_features", "gold.customer_labels"
+
+
+@dataclass
+class TrainingSet:
+    train_url: str
+    validation_url: str
+    train_rows: int
+    validation_rows: int
+    snapshots: list[str]
+    horizon_days: int
+    delta_versions: dict[str, int]
+    spec: FeatureSpec
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d.pop("spec")
+        return d
+
+
+def table_version(spark: SparkSession, tables: Tables, name: str) -> int:
+    return int(tables.delta_table(spark, name).history(1).collect()[0]["version"])
+
+
+def validation_flag(seed: int, share: float):
+    """True for the customers of the validation split: a hash of the id, so the split never moves."""
+    return (F.pmod(F.xxhash64(F.col("customer_id"), F.lit(f"split-{seed}")), F.lit(10_000)) < int(share * 10_000))
+
+
+def labelled_rows(spark: SparkSession, tables: Tables, snapshots: list[date], horizon_days: int,
+                  versions: dict[str, int]) -> DataFrame:
+    """Features joined with labels for these snapshots, from the given Delta versions."""
+    in_list = ", ".join(f"'{s}'" for s in snapshots)
+    feats = tables.read(spark, FEATURES, version=versions[FEATURES]).where(f"snapshot_date IN ({in_list})")
+    labels = tables.read(spark, LABELS_TABLE, version=versions[LABELS_TABLE]).where(
+        f"snapshot_date IN ({in_list}) AND horizon_days = {horizon_days}")
+    return feats.join(labels.select("customer_id", "snapshot_date", "future_spend", "churned"),
+                      ["customer_id", "snapshot_date"])
+
+
+def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapshots: list[date], horizon_days: int,
+                       out_dir: str, seed: int, validation_share: float, rows_per_group: int,
+                       ranks: int) -> TrainingSet:
+    """Write train/ and validation/ Parquet under `out_dir` (replaced) and return where, how big, from what."""
+    versions = {n: table_version(spark, tables, n) for n in (FEATURES, LABELS_TABLE)}
+    rows = labelled_rows(spark, tables, snapshots, horizon_days, versions)
+    spec = feature_spec(features_cfg, dict(rows.dtypes))
+    base = transformed(rows, spec).join(
+        rows.select("customer_id", "snapshot_date", F.col("future_spend").cast("float").alias("future_spend"),
+                    F.col("churned").cast("float").alias("churned")), ["customer_id", "snapshot_date"])
+    base = base.withColumn(ROW_KEY, F.xxhash64("customer_id", "snapshot_date", F.lit(f"order-{seed}"))) \
+               .withColumn("_validation", validation_flag(seed, validation_share)).cache()
+    counts = {r["_validation"]: r["count"] for r in base.groupBy("_validation").count().collect()}
+    spec = fit_stats(base.where(~F.col("_validation")), spec)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    keep = ["customer_id", ROW_KEY, *spec.numeric_inputs, *spec.categorical_inputs, *spec.sequence_inputs, *LABELS]
+    enc = encoded(base, spec)
+    urls = {}
+    for split, flag in (("train", False), ("validation", True)):
+        n = counts.get(flag, 0)
+        if n == 0:
+            raise ValueError(f"the {split} split is empty: {sum(counts.values())} labelled rows in {snapshots}")
+        files = max(2 * ranks, math.ceil(n / rows_per_group))
+        path = out / split
+        (enc.where(F.col("_validation") == flag).select(*keep)
+            .repartitionByRange(files, ROW_KEY).sortWithinPartitions(ROW_KEY)
+            .write.mode("overwrite").parquet(str(path)))
+        urls[split] = path.resolve().as_uri()
+    base.unpersist()
+    (out / "spec.json").write_text(spec.to_json())
+    return TrainingSet(urls["train"], urls["validation"], counts.get(False, 0), counts.get(True, 0),
+                       [str(s) for s in snapshots], horizon_days, versions, spec)
+
+
+def horovodrun_command(num_proc: int, plan_path: str) -> list[str]:
+    """`horovodrun -np N --gloo` on this host, each rank `python -m customer_value.models.train`."""
+    horovodrun = Path(sys.executable).with_name("horovodrun")
+    exe = str(horovodrun) if horovodrun.exists() else (shutil.which("horovodrun") or "horovodrun")
+    return [exe, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo",
+            sys.executable, "-m", "customer_value.models.train", "--plan", plan_path]
+
+
+def horovod_env(plan: dict) -> dict[str, str]:
+    """The environment of the ranks: quiet TensorFlow, Horovod's tensor-fusion knobs from the plan."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    knobs = plan.get("horovod", {})
+    if knobs.get("fusion_threshold_mb") is not None:
+        env["HOROVOD_FUSION_THRESHOLD"] = str(int(knobs["fusion_threshold_mb"] * 1024 * 1024))
+    if knobs.get("cycle_time_ms") is not None:
+        env["HOROVOD_CYCLE_TIME"] = str(knobs["cycle_time_ms"])
+    return env
+
+
+def rank_reports(plan: dict, size: int) -> list[dict]:
+    return [json.loads((Path(plan["report_dir"]) / f"rank-{r}.json").read_text()) for r in range(size)]
+
+
+def run_horovodrun(plan: dict, num_proc: int) -> list[dict]:
+    """Launch the ranks with horovodrun on this machine; raise with their output if any fails."""
+    plan_path = Path(plan["report_dir"]).parent / "plan.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan, indent=1))
+    shutil.rmtree(plan["report_dir"], ignore_errors=True)
+    cmd = horovodrun_command(num_proc, str(plan_path))
+    proc = subprocess.run(cmd, env=horovod_env(plan), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"horovodrun failed ({proc.returncode}): {' '.join(cmd)}\n"
+                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return rank_reports(plan, num_proc)
+
+
+def run_in_spark(plan: dict, num_proc: int) -> list[dict]:
+    """Launch the ranks as Spark tasks with `horovod.spark.run` (a cluster's executors; local[N] here)."""
+    import horovod.spark
+
+    from customer_value.models.train import train
+
+    shutil.rmtree(plan["report_dir"], ignore_errors=True)
+    results = horovod.spark.run(train, args=(plan,), num_proc=num_proc, use_gloo=True, env=horovod_env(plan),
+                                verbose=0, executable=sys.executable)
+    return sorted(results, key=lambda r: r["rank"])
+
+
+def launch(plan: dict, num_proc: int, launcher: str) -> list[dict]:
+    t0 = time.perf_counter()
+    if launcher == "horovodrun":
+        reports = run_horovodrun(plan, num_proc)
+    elif launcher == "spark":
+        reports = run_in_spark(plan, num_proc)
+    else:
+        raise ValueError(f"unknown launcher {launcher!r}: horovodrun or spark")
+    reports[0]["launch_seconds"] = time.perf_counter() - t0
+    return reports

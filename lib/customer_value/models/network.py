@@ -1,0 +1,82 @@
+"""The Keras network: normalised numeric features, categorical embeddings, a sequence branch over the last N
+orders, an MLP trunk, and two heads trained together (ZILN spend, churn).
+
+Normalisation lives inside the model (Keras `Normalization` with the training split's statistics, not
+adapted here) so the SavedModel takes the spec's transformed inputs and nothing about it can drift from
+training at scoring time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from customer_value.models.spec import SEQUENCE_CHANNELS, FeatureSpec
+
+SPEND, CHURN = "spend", "churn"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    sequence_branch: str = "conv1d"       # conv1d | gru | none
+    sequence_units: int = 32
+    embedding_dim: int = 4
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+
+
+def input_names(spec: FeatureSpec) -> list[str]:
+    return ["numeric", *[f"cat_{c}" for c in spec.categorical_inputs], "sequence"]
+
+
+def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
+    """The functional model; `spec.stats` must hold the training split's statistics."""
+    st = spec.stats
+    layers = tf.keras.layers
+    n_num = len(spec.numeric_inputs)
+    numeric_in = tf.keras.Input(shape=(n_num,), name="numeric", dtype=tf.float32)
+    std = np.asarray(st["numeric_std"], dtype=np.float32)
+    numeric = layers.Normalization(mean=np.asarray(st["numeric_mean"], np.float32), variance=std**2,
+                                   name="numeric_norm")(numeric_in)
+    parts = [numeric]
+    inputs = [numeric_in]
+    for name in spec.categorical_inputs:
+        cat_in = tf.keras.Input(shape=(), name=f"cat_{name}", dtype=tf.int32)
+        vocab = len(spec.vocabulary(name)) + 1       # index 0: unknown or unseen in training
+        emb = layers.Embedding(vocab, cfg.embedding_dim, name=f"emb_{name}")(cat_in)
+        parts.append(emb)
+        inputs.append(cat_in)
+    channels = len(SEQUENCE_CHANNELS) + 1
+    seq_in = tf.keras.Input(shape=(spec.sequence_length * channels,), name="sequence", dtype=tf.float32)
+    inputs.append(seq_in)
+    if cfg.sequence_branch != "none":
+        seq = layers.Reshape((spec.sequence_length, channels))(seq_in)
+        seq = layers.Normalization(mean=np.asarray([*st["sequence_mean"], 0.0], np.float32),
+                                   variance=np.asarray([*st["sequence_std"], 1.0], np.float32) ** 2,
+                                   name="sequence_norm")(seq)
+        if cfg.sequence_branch == "conv1d":
+            seq = layers.Conv1D(cfg.sequence_units, 3, padding="same", activation="relu", name="seq_conv")(seq)
+            parts += [layers.GlobalMaxPooling1D()(seq), layers.GlobalAveragePooling1D()(seq)]
+        elif cfg.sequence_branch == "gru":
+            parts.append(layers.GRU(cfg.sequence_units, name="seq_gru")(seq))
+        else:
+            raise ValueError(f"unknown sequence_branch {cfg.sequence_branch!r}: conv1d, gru or none")
+    x = layers.Concatenate(name="all_inputs")(parts)
+    for i, units in enumerate(cfg.hidden):
+        x = layers.Dense(units, activation="relu", name=f"trunk_{i}")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"trunk_dropout_{i}")(x)
+    spend = layers.Dense(3, name=SPEND)(x)
+    churn = layers.Dense(1, name=CHURN)(x)
+    return tf.keras.Model(inputs, {SPEND: spend, CHURN: churn}, name="customer_value")
+
+
+def arrays_from_frame(pdf, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The network's input arrays from `model_inputs` rows in pandas (scoring and tests)."""
+    out = {"numeric": pdf[spec.numeric_inputs].to_numpy(dtype=np.float32),
+           "sequence": pdf[spec.sequence_inputs].to_numpy(dtype=np.float32)}
+    for name in spec.categorical_inputs:
+        out[f"cat_{name}"] = pdf[name].to_numpy(dtype=np.int32)
+    return out

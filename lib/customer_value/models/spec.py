@@ -1,0 +1,196 @@
+"""The feature spec: which feature enters the network how, derived from the feature catalogue.
+
+Why one place: training (Spark → Parquet → Petastorm) and scoring (Spark → pandas UDF) must build exactly the
+same inputs. The spec says each column's role (numeric, categorical, sequence, id), dtype and null policy; the
+statistics (normalisation means and deviations, categorical vocabularies) are computed once, in Spark, on the
+training split, and stored beside the model, so a customer scored next year is normalised as in training.
+
+Every numeric feature is transformed the same way, sign(x)·log1p(|x|): monotone, defined for the trends'
+negative values, and it tames the heavy tails of spend and counts that otherwise dominate a standardised input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from customer_value.config import FeaturesConfig
+from customer_value.features.catalogue import catalogue
+
+NUMERIC, CATEGORICAL, SEQUENCE, ID = "numeric", "categorical", "sequence", "id"
+# Channels of the order-sequence input, in order; each is log1p of the catalogue's array, plus a presence flag.
+SEQUENCE_CHANNELS = ("seq_days_before", "seq_amount", "seq_items")
+# Context of the snapshot itself: where in the year S falls, so the model can learn the horizon's season.
+SEASON = ("season_sin", "season_cos")
+UNKNOWN = "<unknown>"
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    name: str
+    role: str                   # numeric | categorical | sequence | id
+    dtype: str                  # what the features table holds
+    null_policy: str            # numeric: zero | indicator; categorical: unknown; sequence: pad; id: never
+
+
+@dataclass
+class FeatureSpec:
+    """The inputs of one model version; `stats` is filled by `fit_stats` on the training split."""
+
+    columns: list[FeatureColumn]
+    sequence_length: int
+    stats: dict = field(default_factory=dict)
+
+    def of(self, role: str) -> list[FeatureColumn]:
+        return [c for c in self.columns if c.role == role]
+
+    @property
+    def numeric_inputs(self) -> list[str]:
+        """The numeric input columns after transformation, in the order the network stacks them."""
+        names = [c.name for c in self.of(NUMERIC)]
+        names += [f"{c.name}__missing" for c in self.of(NUMERIC) if c.null_policy == "indicator"]
+        return names + list(SEASON)
+
+    @property
+    def sequence_inputs(self) -> list[str]:
+        """Flattened sequence columns, position-major: seq_p00_c0, seq_p00_c1, ..., presence last per position."""
+        return [f"seq_p{p:02d}_c{c}" for p in range(self.sequence_length) for c in range(len(SEQUENCE_CHANNELS) + 1)]
+
+    @property
+    def categorical_inputs(self) -> list[str]:
+        return [c.name for c in self.of(CATEGORICAL)]
+
+    def vocabulary(self, name: str) -> list[str]:
+        return self.stats["vocabularies"][name]
+
+    def to_json(self) -> str:
+        return json.dumps({"columns": [asdict(c) for c in self.columns], "sequence_length": self.sequence_length,
+                           "stats": self.stats}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureSpec":
+        raw = json.loads(text)
+        return cls([FeatureColumn(**c) for c in raw["columns"]], raw["sequence_length"], raw["stats"])
+
+
+# Catalogue groups whose features are categorical or sequences; every other group is numeric.
+_ROLE_OF_GROUP = {"static": CATEGORICAL, "sequence": SEQUENCE}
+
+
+def feature_spec(features_cfg: FeaturesConfig, dtypes: dict[str, str]) -> FeatureSpec:
+    """The spec for a features table with these column types (`DataFrame.dtypes`), from the catalogue.
+
+    Null policy of numeric features: integer counts are zero when absent (no order → 0 orders); anything else
+    that can be null (a recency without an order, a mean over nothing) gets a 0/1 `__missing` indicator beside
+    its zero fill, so "never bought" is not confused with "bought today"."""
+    cols = [FeatureColumn("customer_id", ID, "string", "never")]
+    for d in catalogue(features_cfg):
+        role = _ROLE_OF_GROUP.get(d.group, NUMERIC)
+        dtype = dtypes.get(d.name)
+        if dtype is None:
+            raise ValueError(f"feature {d.name!r} of the catalogue is not in the features table")
+        if role == NUMERIC:
+            policy = "zero" if dtype in ("bigint", "int") and not _may_be_null(d.name) else "indicator"
+        else:
+            policy = {CATEGORICAL: "unknown", SEQUENCE: "pad"}[role]
+        cols.append(FeatureColumn(d.name, role, dtype, policy))
+    return FeatureSpec(cols, features_cfg.sequence_length)
+
+
+def _may_be_null(name: str) -> bool:
+    """Integer features that are null when the thing they measure never happened."""
+    return name in ("recency_days", "last_active_days", "bgnbd_t_x", "bgnbd_T", "tenure_days")
+
+
+def slog(col: Column) -> Column:
+    return F.signum(col) * F.log1p(F.abs(col))
+
+
+def season(snapshot: Column) -> tuple[Column, Column]:
+    angle = F.dayofyear(snapshot).cast("double") * (2 * math.pi / 365.25)
+    return F.sin(angle), F.cos(angle)
+
+
+def _sequence_columns(spec: FeatureSpec) -> list[Column]:
+    """Each position p and channel c as its own float column: log1p(value), 0 where the customer has fewer
+    than p + 1 orders; the last channel is 1 where the position holds an order."""
+    out = []
+    for p in range(spec.sequence_length):
+        present = F.size(F.col(SEQUENCE_CHANNELS[0])) > p
+        for c, name in enumerate(SEQUENCE_CHANNELS):
+            value = F.when(present, F.log1p(F.greatest(F.element_at(name, p + 1).cast("double"), F.lit(0.0))))
+            out.append(F.coalesce(value, F.lit(0.0)).cast("float").alias(f"seq_p{p:02d}_c{c}"))
+        out.append(F.coalesce(present, F.lit(False)).cast("float").alias(f"seq_p{p:02d}_c{len(SEQUENCE_CHANNELS)}"))
+    return out
+
+
+def transformed(features: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Model inputs before normalisation and vocabulary lookup: numeric features transformed and null-filled,
+    missing indicators, season, flattened sequences; categoricals as strings, null → unknown. Keeps
+    customer_id and snapshot_date."""
+    num = spec.of(NUMERIC)
+    cols: list[Column] = [F.col("customer_id"), F.col("snapshot_date")]
+    cols += [F.coalesce(slog(F.col(c.name).cast("double")), F.lit(0.0)).cast("float").alias(c.name) for c in num]
+    cols += [F.col(c.name).isNull().cast("float").alias(f"{c.name}__missing") for c in num if c.null_policy == "indicator"]
+    s, c_ = season(F.col("snapshot_date"))
+    cols += [s.cast("float").alias(SEASON[0]), c_.cast("float").alias(SEASON[1])]
+    cols += [F.coalesce(F.col(c.name).cast("string"), F.lit(UNKNOWN)).alias(c.name) for c in spec.of(CATEGORICAL)]
+    cols += _sequence_columns(spec)
+    return features.select(*cols)
+
+
+def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocabulary: int = 200) -> FeatureSpec:
+    """Means and deviations of the numeric inputs, per-channel ones of the sequence, and the categorical
+    vocabularies (values seen at least `min_count` times, most frequent first), from `transformed` rows of the
+    training split only: one Spark pass for the moments, one small one per categorical."""
+    numeric = spec.numeric_inputs
+    aggs = []
+    for n in numeric:
+        aggs += [F.avg(n).alias(f"m:{n}"), F.stddev_pop(n).alias(f"s:{n}")]
+    nch = len(SEQUENCE_CHANNELS)
+    presence = [F.col(f"seq_p{p:02d}_c{nch}") for p in range(spec.sequence_length)]
+    present_n = sum(presence[1:], presence[0])
+    aggs.append(F.sum(present_n).alias("seq:n"))
+    for c in range(nch):
+        vals = [F.col(f"seq_p{p:02d}_c{c}").cast("double") for p in range(spec.sequence_length)]
+        aggs.append(F.sum(sum(vals[1:], vals[0])).alias(f"seq:s{c}"))
+        aggs.append(F.sum(sum([v * v for v in vals[1:]], vals[0] * vals[0])).alias(f"seq:q{c}"))
+    row = train.agg(*aggs).collect()[0].asDict()
+    mean = [float(row[f"m:{n}"] or 0.0) for n in numeric]
+    std = [float(row[f"s:{n}"] or 0.0) or 1.0 for n in numeric]
+    n = float(row["seq:n"] or 0.0) or 1.0
+    seq_mean, seq_std = [], []
+    for c in range(nch):
+        m = float(row[f"seq:s{c}"] or 0.0) / n
+        v = float(row[f"seq:q{c}"] or 0.0) / n - m * m
+        seq_mean.append(m)
+        seq_std.append(math.sqrt(v) if v > 1e-12 else 1.0)
+    vocab = {}
+    for name in spec.categorical_inputs:
+        counts = train.groupBy(name).count().where(F.col("count") >= min_count).collect()
+        ordered = sorted(((r["count"], r[name]) for r in counts if r[name] != UNKNOWN), key=lambda t: (-t[0], t[1]))
+        vocab[name] = [v for _, v in ordered[:max_vocabulary]]
+    spec.stats = {"numeric_mean": mean, "numeric_std": std, "sequence_mean": seq_mean, "sequence_std": seq_std,
+                  "vocabularies": vocab}
+    return spec
+
+
+def encoded(transformed_rows: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Categoricals as vocabulary indices (0 = unknown or unseen in training), everything else as is."""
+    out = transformed_rows
+    for name in spec.categorical_inputs:
+        vocab = spec.vocabulary(name)
+        mapping = F.create_map(*[x for i, v in enumerate(vocab) for x in (F.lit(v), F.lit(i + 1))]) if vocab else None
+        idx = F.coalesce(mapping[F.col(name)], F.lit(0)) if mapping is not None else F.lit(0)
+        out = out.withColumn(name, idx.cast("int"))
+    return out
+
+
+def model_inputs(features: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """The columns the network reads, from gold.customer_features rows: used by training and scoring alike."""
+    return encoded(transformed(features, spec), spec)
+

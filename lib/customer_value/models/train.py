@@ -1,0 +1,169 @@
+"""One Horovod rank of the model's training: `horovodrun -np N python -m customer_value.models.train --plan P`,
+or `train(plan)` inside `horovod.spark.run`. The plan (JSON, written by `models.fit`) says what to read and
+where to write; one process is the same code with size 1.
+
+Per rank: its own Petastorm shard, the same number of steps as every other rank (the smallest shard's),
+gradients averaged by `DistributedOptimizer`, learning rate scaled by the rank count, variables broadcast from
+rank 0, metrics averaged across ranks before anyone looks at them, so early stopping is the same decision on
+every rank. Rank 0 alone writes checkpoints (every epoch: weights, then a state file that points at them, so a
+crash between the two leaves the previous state whole) and the model. A rerun after a crash resumes from the
+last checkpoint, with the early-stopping state it had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+STATE = "state.json"
+
+
+def _threads(n: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_state(checkpoints: Path) -> dict | None:
+    f = checkpoints / STATE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def train(plan: dict) -> dict:
+    """Train on this rank; return (and write) this rank's report. Rank 0 also writes the model."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow as hvd_tf
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from customer_value.models import data
+    from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network
+    from customer_value.models.spec import FeatureSpec
+    from customer_value.models.ziln import ziln_loss
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    _threads(int(plan.get("threads_per_rank", 1)))
+    seed = int(plan["seed"])
+    tf.keras.utils.set_random_seed(seed)
+    spec = FeatureSpec.from_json(Path(plan["spec"]).read_text())
+    checkpoints, out, reports = Path(plan["checkpoint_dir"]), Path(plan["out_dir"]), Path(plan["report_dir"])
+    wrote: list[str] = []
+    t_start = time.perf_counter()
+
+    # Equal steps on every rank: the smallest shard decides.
+    train_keys = data.shard_keys(plan["train_url"], rank, size)
+    val_keys = data.shard_keys(plan["validation_url"], rank, size)
+    batch = int(plan["batch_size"])
+    min_train = int(hvd_tf.allreduce(tf.constant(len(train_keys), tf.int64), op=hvd_tf.Min).numpy())
+    min_val = int(hvd_tf.allreduce(tf.constant(len(val_keys), tf.int64), op=hvd_tf.Min).numpy())
+    steps, val_steps = min_train // batch, max(1, min_val // batch)
+    if steps < 1:
+        raise ValueError(f"rank {rank}: the smallest shard has {min_train} rows, fewer than one batch of {batch}")
+
+    model = build_network(spec, NetworkConfig(**plan["network"]))
+    lr = float(plan["learning_rate"]) * size
+    opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=lr),
+                                   backward_passes_per_step=int(plan.get("backward_passes_per_step", 1)),
+                                   average_aggregated_gradients=True)
+    model.compile(optimizer=opt,
+                  loss={SPEND: ziln_loss, CHURN: tf.keras.losses.BinaryCrossentropy(from_logits=True)},
+                  loss_weights={SPEND: 1.0, CHURN: float(plan.get("churn_loss_weight", 1.0))})
+
+    state = read_state(checkpoints)
+    initial_epoch = 0
+    best, wait = float("inf"), 0
+    if state:
+        model.load_weights(str(checkpoints / state["weights"]))
+        initial_epoch, best, wait = state["epoch"], state["best_loss"], state["wait"]
+    patience, epochs = int(plan["patience"]), int(plan["epochs"])
+
+    class Checkpoint(tf.keras.callbacks.Callback):
+        """Rank 0: weights of each epoch, the best ones, and the state pointing at them; all ranks: the
+        agreed stop (val_loss is already averaged across ranks here, so every rank decides the same)."""
+
+        def __init__(self):
+            super().__init__()
+            self.best, self.wait, self.epoch_times = best, wait, []
+            self.t0 = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_times.append(time.perf_counter() - self.t0)
+            loss = float(logs["val_loss"])
+            improved = loss < self.best - 1e-4
+            self.best, self.wait = (loss, 0) if improved else (self.best, self.wait + 1)
+            if rank == 0:
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                name = f"epoch-{epoch + 1:04d}"
+                self.model.save_weights(str(checkpoints / name))
+                prev = read_state(checkpoints) or {}
+                best_weights = name if improved else prev.get("best_weights", name)
+                if improved:
+                    self.model.save_weights(str(checkpoints / "best"))
+                _write_json(checkpoints / STATE, {"epoch": epoch + 1, "weights": name, "best_loss": self.best,
+                                                  "best_epoch": (epoch + 1) if improved else prev.get("best_epoch", epoch + 1),
+                                                  "best_weights": "best", "wait": self.wait})
+                for old in checkpoints.glob("epoch-*"):
+                    if not old.name.startswith(name) and not old.name.startswith(best_weights):
+                        old.unlink()
+                wrote.append(str(checkpoints / name))
+            if self.wait >= patience:
+                self.model.stop_training = True
+
+    ckpt = Checkpoint()
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback(), ckpt]
+    history: dict = {}
+    if initial_epoch < epochs and wait < patience:
+        seed_r = seed + 1000 * initial_epoch       # a resumed run does not replay the same row-group order
+        with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr, \
+                data.reader(plan["validation_url"], data.columns_for(spec), rank, size, None, seed_r) as va:
+            fit = model.fit(data.dataset(tr, spec, batch), steps_per_epoch=steps, epochs=epochs,
+                            initial_epoch=initial_epoch, validation_data=data.dataset(va, spec, batch),
+                            validation_steps=val_steps, callbacks=callbacks, verbose=0)
+            history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+
+    final = read_state(checkpoints) if rank == 0 else None
+    if rank == 0:
+        clean = build_network(spec, NetworkConfig(**plan["network"]))   # no Horovod optimizer: anyone can load it
+        clean.load_weights(str(checkpoints / "best"))
+        out.mkdir(parents=True, exist_ok=True)
+        clean.save(str(out / "saved_model"), include_optimizer=False)
+        wrote.append(str(out / "saved_model"))
+    report = {
+        "rank": rank, "size": size, "pid": os.getpid(), "train_rows": len(train_keys), "validation_rows": len(val_keys),
+        "steps_per_epoch": steps, "validation_steps": val_steps, "batch_size": batch, "initial_epoch": initial_epoch,
+        "epochs_run": len(ckpt.epoch_times), "epoch_seconds": ckpt.epoch_times, "history": history,
+        "samples_per_second": (steps * batch * size / (sum(ckpt.epoch_times[1:]) / len(ckpt.epoch_times[1:])))
+        if len(ckpt.epoch_times) > 1 else None,
+        "best_loss": ckpt.best, "best_epoch": (final or {}).get("best_epoch"), "wrote": wrote,
+        "seconds": time.perf_counter() - t_start,
+    }
+    if plan.get("record_shards"):
+        report["train_keys"], report["validation_keys"] = sorted(train_keys), sorted(val_keys)
+    reports.mkdir(parents=True, exist_ok=True)
+    _write_json(reports / f"rank-{rank}.json", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--plan", required=True, help="the training plan (JSON) written by customer_value.models.fit")
+    args = parser.parse_args(argv)
+    train(json.loads(Path(args.plan).read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Zero-inflated lognormal (ZILN): the spend head's distribution and loss.
+
+Most customers buy nothing in a horizon and the buyers' spend is heavy-tailed, so a squared error is dominated
+by a few big spenders. ZILN (Wang, Liu & Miao 2019, "A deep probabilistic model for customer lifetime value
+prediction") models P(buy) = sigmoid(l0) and, given a purchase, log spend ~ Normal(μ = l1, σ = softplus(l2)).
+The loss is the negative log-likelihood: binary cross-entropy of buying plus, for buyers, the lognormal's.
+Expected spend is p·exp(μ + σ²/2); quantiles come from the same distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from scipy.special import expit, ndtri
+
+SIGMA_FLOOR = 1e-3   # keeps the lognormal's scale away from 0 (the likelihood explodes there)
+
+
+def _sigma(raw):
+    return tf.maximum(tf.nn.softplus(raw), SIGMA_FLOOR)
+
+
+def ziln_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Per-example negative log-likelihood of spend `y_true` (>= 0) under the ZILN with `logits` [.., 3]."""
+    y = tf.reshape(tf.cast(y_true, tf.float32), [-1, 1])
+    positive = tf.cast(y > 0, tf.float32)
+    p_logit, mu, sigma = logits[..., 0:1], logits[..., 1:2], _sigma(logits[..., 2:3])
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=p_logit)
+    safe_y = positive * y + (1 - positive)           # log(1) = 0 where nothing was bought (masked anyway)
+    log_y = tf.math.log(safe_y)
+    log_pdf = -log_y - tf.math.log(sigma) - 0.5 * math.log(2 * math.pi) - tf.square(log_y - mu) / (2 * tf.square(sigma))
+    return tf.reshape(bce - positive * log_pdf, [-1])
+
+
+def distribution(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P(buy), μ, σ) per row of a logits array [n, 3], in float64."""
+    lg = np.asarray(logits, dtype=np.float64)
+    sigma = np.maximum(np.logaddexp(0.0, lg[:, 2]), SIGMA_FLOOR)
+    return expit(lg[:, 0]), lg[:, 1], sigma
+
+
+def expected_spend(logits: np.ndarray) -> np.ndarray:
+    p, mu, sigma = distribution(logits)
+    return p * np.exp(np.minimum(mu + 0.5 * sigma**2, 700.0))
+
+
+def spend_quantile_if_buying(logits: np.ndarray, q: float) -> np.ndarray:
+    """The q-quantile of spend given a purchase: exp(μ + σ·Φ⁻¹(q)). The 10 %-90 % interval a buyer's spend
+    should fall in 80 % of the time (checked in the backtest)."""
+    _, mu, sigma = distribution(logits)
+    return np.exp(np.minimum(mu + sigma * ndtri(q), 700.0))
+
+
+def spend_quantile(logits: np.ndarray, q: float) -> np.ndarray:
+    """The q-quantile of the whole zero-inflated distribution: 0 while q <= P(no purchase)."""
+    p, mu, sigma = distribution(logits)
+    inner = np.clip((q - (1 - p)) / np.maximum(p, 1e-12), 1e-12, 1 - 1e-12)
+    return np.where(q <= 1 - p, 0.0, np.exp(np.minimum(mu + sigma * ndtri(inner), 700.0)))

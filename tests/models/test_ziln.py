@@ -1,0 +1,69 @@
+"""The ZILN loss and its summaries against hand computations."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from customer_value.models.ziln import expected_spend, spend_quantile, spend_quantile_if_buying, ziln_loss
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def hand_loss(y, l0, mu, raw_sigma):
+    p = 1 / (1 + math.exp(-l0))
+    sigma = softplus(raw_sigma)
+    if y == 0:
+        return -math.log(1 - p)
+    log_pdf = -math.log(y) - math.log(sigma) - 0.5 * math.log(2 * math.pi) - (math.log(y) - mu) ** 2 / (2 * sigma**2)
+    return -math.log(p) - log_pdf
+
+
+CASES = [(0.0, 0.3, 1.0, 0.2), (0.0, -2.0, 4.0, -1.0), (25.0, 0.5, 3.0, 0.1), (310.0, -1.2, 5.5, 0.7), (1.0, 2.0, 0.0, 0.0)]
+
+
+def test_loss_matches_a_hand_computation():
+    y = tf.constant([c[0] for c in CASES], tf.float32)
+    logits = tf.constant([c[1:] for c in CASES], tf.float32)
+    got = ziln_loss(y, logits).numpy()
+    want = [hand_loss(*c) for c in CASES]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_of_a_buyer_is_the_lognormal_likelihood():
+    """Against scipy's lognormal density, not our own formula: a typo in either term would show."""
+    y, l0, mu, raw = 40.0, 0.0, 3.2, 0.4
+    sigma = softplus(raw)
+    want = -math.log(0.5) - stats.lognorm(s=sigma, scale=math.exp(mu)).logpdf(y)
+    got = float(ziln_loss(tf.constant([y]), tf.constant([[l0, mu, raw]]))[0])
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_expected_spend_and_quantiles():
+    logits = np.array([[0.0, 3.0, 0.5], [2.0, 1.0, -0.3]])
+    p = 1 / (1 + np.exp(-logits[:, 0]))
+    sigma = np.log1p(np.exp(logits[:, 2]))
+    np.testing.assert_allclose(expected_spend(logits), p * np.exp(logits[:, 1] + sigma**2 / 2), rtol=1e-12)
+    for q in (0.1, 0.9):
+        np.testing.assert_allclose(spend_quantile_if_buying(logits, q),
+                                   stats.lognorm(s=sigma, scale=np.exp(logits[:, 1])).ppf(q), rtol=1e-9)
+    # the whole distribution: zero below P(no purchase); above it the lognormal's quantile of the rest
+    np.testing.assert_allclose(spend_quantile(logits, 0.1), [0.0, 0.0])
+    q = 0.9
+    inner = (q - (1 - p)) / p
+    np.testing.assert_allclose(spend_quantile(logits, q), stats.lognorm(s=sigma, scale=np.exp(logits[:, 1])).ppf(inner),
+                               rtol=1e-9)
+
+
+def test_interval_covers_eighty_percent_of_simulated_buyers():
+    rng = np.random.default_rng(3)
+    mu, raw = 3.0, 0.2
+    sigma = np.log1p(np.exp(raw))
+    y = np.exp(rng.normal(mu, sigma, 200_000))
+    lg = np.array([[0.0, mu, raw]])
+    lo, hi = spend_quantile_if_buying(lg, 0.1)[0], spend_quantile_if_buying(lg, 0.9)[0]
+    assert np.mean((y >= lo) & (y <= hi)) == pytest.approx(0.8, abs=0.005)
