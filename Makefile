@@ -11,10 +11,10 @@ JARS := $(patsubst JARS=%,%,$(filter JARS=%,$(PATHS)))
 PY := $(VENV)/bin/python
 # lib/ first on the path: the cached venv is shared by clones, this clone's code must win.
 RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_JARS="$(JARS)" \
-       PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=2
+       PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=3
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench-generate bench-features clean-data
+.PHONY: setup demo test test-fast bench-generate bench-features bench-training clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -28,6 +28,9 @@ demo: setup
 
 bench-features: setup
 	$(RUN) $(PY) bench/features.py --conf conf/local.yaml
+
+bench-training: setup
+	$(RUN) $(PY) bench/training.py --conf conf/local.yaml
 
 bench-generate: setup
 	$(RUN) $(PY) bench/generate.py --conf conf/local.yaml

@@ -253,6 +253,11 @@ def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) ->
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    import os
+
+    # TensorFlow's C++ start-up lines (CUDA factories, TensorRT) on a CPU box are noise; set it to 0 to see them.
+    # Before Spark starts: its Python workers inherit it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     app(args=argv, prog_name="customer-value")
 
 

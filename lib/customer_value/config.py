@@ -33,6 +33,7 @@ class SparkConfig(_Strict):
     app_name: str = "customer-value"
     master: str | None = None
     delta_jars: Literal["auto", "none"] = "auto"
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field("ERROR", description="Spark's log level once started.")
     conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -71,7 +71,7 @@ def build_spark(cfg: Config) -> SparkSession:
     if cfg.spark.delta_jars == "auto" and not launched_by_spark_submit():
         builder = builder.config("spark.jars", ",".join(delta_jar_paths()))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
     return spark
 
 

@@ -43,7 +43,7 @@ def load_saved_model(path: str):
     """The SavedModel at `path`, loaded at most once per process (keyed by path: a version never shares it)."""
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     tf.config.threading.set_inter_op_parallelism_threads(1)

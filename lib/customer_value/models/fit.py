@@ -113,7 +113,8 @@ def horovodrun_command(num_proc: int, plan_path: str) -> list[str]:
 
 def horovod_env(plan: dict) -> dict[str, str]:
     """The environment of the ranks: quiet TensorFlow, Horovod's tensor-fusion knobs from the plan."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # no CUDA and TensorRT lines on a CPU box
     knobs = plan.get("horovod", {})
     if knobs.get("fusion_threshold_mb") is not None:
         env["HOROVOD_FUSION_THRESHOLD"] = str(int(knobs["fusion_threshold_mb"] * 1024 * 1024))

@@ -41,7 +41,7 @@ def read_state(checkpoints: Path) -> dict | None:
 
 def train(plan: dict) -> dict:
     """Train on this rank; return (and write) this rank's report. Rank 0 also writes the model."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
@@ -99,9 +99,13 @@ def train(plan: dict) -> dict:
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
+            self.t_val = None
+
+        def on_test_begin(self, logs=None):
+            self.t_val = time.perf_counter()       # the epoch's training steps end where validation begins
 
         def on_epoch_end(self, epoch, logs=None):
-            self.epoch_times.append(time.perf_counter() - self.t0)
+            self.epoch_times.append((self.t_val or time.perf_counter()) - self.t0)
             loss = float(logs["val_loss"])
             improved = loss < self.best - 1e-4
             self.best, self.wait = (loss, 0) if improved else (self.best, self.wait + 1)
@@ -145,7 +149,8 @@ def train(plan: dict) -> dict:
     report = {
         "rank": rank, "size": size, "pid": os.getpid(), "train_rows": len(train_keys), "validation_rows": len(val_keys),
         "steps_per_epoch": steps, "validation_steps": val_steps, "batch_size": batch, "initial_epoch": initial_epoch,
-        "epochs_run": len(ckpt.epoch_times), "epoch_seconds": ckpt.epoch_times, "history": history,
+        "epochs_run": len(ckpt.epoch_times), "train_seconds": ckpt.epoch_times, "history": history,
+        # global training samples/s, validation excluded, from the second epoch on (the first traces the graph)
         "samples_per_second": (steps * batch * size / (sum(ckpt.epoch_times[1:]) / len(ckpt.epoch_times[1:])))
         if len(ckpt.epoch_times) > 1 else None,
         "best_loss": ckpt.best, "best_epoch": (final or {}).get("best_epoch"), "wrote": wrote,

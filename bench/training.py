@@ -1,0 +1,142 @@
+"""Training throughput: the Petastorm loader against memory, and Horovod's scaling from 1 to 2 ranks.
+
+    make bench-training      (or: python bench/training.py --conf conf/local.yaml [--rows 200000])
+
+Builds a training set with the model's real input layout (the feature spec of the catalogue: ~120 numeric
+inputs, 5 categoricals, the flattened order sequence; random values) as Parquet with the product's row groups,
+then prints, measured in this one run:
+  1. rows/s of the training input pipeline (`models.data.dataset`: Petastorm row-group batches → tf.data,
+     vectorised re-batching) ÷ rows/s of the same rows from memory (`from_tensor_slices(...).batch`):
+     target ≥ 0.9;
+  2. global training samples/s of `horovodrun -np 2` ÷ `-np 1`, one TensorFlow thread per rank, the product's
+     training code and the `training.horovod` knobs of the configuration: target ≥ 1.4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from customer_value.config import load_config  # noqa: E402
+from customer_value.features.catalogue import catalogue  # noqa: E402
+from customer_value.models import data  # noqa: E402
+from customer_value.models.fit import run_horovodrun  # noqa: E402
+from customer_value.models.spec import SEQUENCE_CHANNELS, feature_spec  # noqa: E402
+from customer_value.spark import spark_session  # noqa: E402
+
+
+def synthetic_set(spark, spec, rows: int, rows_per_group: int, out: Path) -> str:
+    cols = [F.concat(F.lit("c"), F.col("id").cast("string")).alias("customer_id"), F.col("id").alias(data.ROW_KEY)]
+    for i, n in enumerate(spec.numeric_inputs):
+        cols.append(F.randn(i).cast("float").alias(n))
+    for i, n in enumerate(spec.categorical_inputs):
+        cols.append((F.rand(500 + i) * 6).cast("int").alias(n))
+    for i, n in enumerate(spec.sequence_inputs):
+        cols.append(F.rand(1000 + i).cast("float").alias(n))
+    spend = F.when(F.rand(9) < 0.6, 0.0).otherwise(F.exp(F.randn(10) + 3))
+    cols += [spend.cast("float").alias("future_spend"), (spend == 0).cast("float").alias("churned")]
+    files = max(4, rows // rows_per_group)
+    spark.range(rows, numPartitions=files).select(*cols).write.mode("overwrite").parquet(str(out))
+    return out.resolve().as_uri()
+
+
+def stats_for(spec) -> None:
+    n = len(spec.numeric_inputs)
+    spec.stats = {"numeric_mean": [0.0] * n, "numeric_std": [1.0] * n,
+                  "sequence_mean": [0.0] * len(SEQUENCE_CHANNELS), "sequence_std": [1.0] * len(SEQUENCE_CHANNELS),
+                  "vocabularies": {c: [str(i) for i in range(5)] for c in spec.categorical_inputs}}
+
+
+def loader_rate(url: str, spec, batch: int, passes: int) -> float:
+    """rows/s of the training input pipeline over `passes` passes of the whole set (one rank)."""
+    with data.reader(url, data.columns_for(spec), 0, 1, epochs=passes, seed=1) as r:
+        ds = data.dataset(r, spec, batch)
+        t0, n = time.perf_counter(), 0
+        for x, _ in ds:
+            n += int(x["numeric"].shape[0])
+        return n / (time.perf_counter() - t0)
+
+
+def memory_rate(url: str, spec, batch: int, passes: int) -> float:
+    """rows/s of the same columns from memory: numpy arrays → from_tensor_slices → batch."""
+    import tensorflow as tf
+
+    table = pq.read_table(url.replace("file://", ""), columns=data.columns_for(spec))
+    arr = lambda names: np.stack([table.column(n).to_numpy() for n in names], axis=1).astype(np.float32)  # noqa: E731
+    inputs = {"numeric": arr(spec.numeric_inputs), "sequence": arr(spec.sequence_inputs)}
+    for name in spec.categorical_inputs:
+        inputs[f"cat_{name}"] = table.column(name).to_numpy().astype(np.int32)
+    targets = {"spend": table.column("future_spend").to_numpy().astype(np.float32),
+               "churn": table.column("churned").to_numpy().astype(np.float32).reshape(-1, 1)}
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets)).repeat(passes).batch(batch, drop_remainder=True).prefetch(2)
+    t0, n = time.perf_counter(), 0
+    for x, _ in ds:
+        n += int(x["numeric"].shape[0])
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conf", default="conf/local.yaml")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    cfg = load_config(Path(args.conf), args.overrides)
+    tc = cfg.training
+    dtypes = {d.name: ("string" if d.group == "static" else "array" if d.group == "sequence" else "double")
+              for d in catalogue(cfg.features)}
+    spec = feature_spec(cfg.features, dtypes)
+    stats_for(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        with spark_session(cfg) as spark:
+            t0 = time.perf_counter()
+            train = synthetic_set(spark, spec, args.rows, tc.rows_per_group, tmp / "train")
+            val = synthetic_set(spark, spec, max(args.rows // 20, 8 * tc.rows_per_group), tc.rows_per_group, tmp / "val")
+        print(f"training set: {args.rows:,} rows x {len(data.columns_for(spec))} columns "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        (tmp / "spec.json").write_text(spec.to_json())
+
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(tc.threads_per_rank)
+        tf.config.threading.set_inter_op_parallelism_threads(tc.threads_per_rank)
+        loader_rate(train, spec, tc.batch_size, 1)            # warm the page cache and the graph
+        memory_rate(train, spec, tc.batch_size, 1)
+        pet = loader_rate(train, spec, tc.batch_size, 2)
+        mem = memory_rate(train, spec, tc.batch_size, 2)
+        print(f"loader  Petastorm -> tf.data {pet:>12,.0f} rows/s | from memory {mem:>12,.0f} rows/s | "
+              f"ratio {pet / mem:.2f} (target >= 0.9)", flush=True)
+
+        rates = {}
+        for n in (1, 2):
+            plan = {"train_url": train, "validation_url": val, "spec": str(tmp / "spec.json"),
+                    "network": tc.network.model_dump(), "seed": tc.seed, "epochs": args.epochs, "patience": 1000,
+                    "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "threads_per_rank": 1,
+                    "horovod": tc.horovod.model_dump(), "backward_passes_per_step": tc.horovod.backward_passes_per_step,
+                    "checkpoint_dir": str(tmp / f"np{n}" / "ckpt"), "out_dir": str(tmp / f"np{n}" / "model"),
+                    "report_dir": str(tmp / f"np{n}" / "ranks")}
+            reports = run_horovodrun(plan, n)
+            rates[n] = reports[0]["samples_per_second"]
+            print(f"horovodrun -np {n}: {rates[n]:>10,.0f} samples/s global ({reports[0]['steps_per_epoch']} steps "
+                  f"of {tc.batch_size} per rank per epoch; epochs 2-{args.epochs}: "
+                  f"{', '.join(f'{s:.1f}' for s in reports[0]['train_seconds'][1:])} s)", flush=True)
+        print(f"horovod -np 2 / -np 1: {rates[2] / rates[1]:.2f} (target >= 1.4); knobs: batch {tc.batch_size}/rank, "
+              f"{json.dumps(tc.horovod.model_dump())}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
