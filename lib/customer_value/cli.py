@@ -203,7 +203,6 @@ def train(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot
           horizon_days: HorizonOption = None) -> None:
     """Train the product's model (Petastorm -> Horovod -> Keras) on snapshots before S, backtest it at S beside
     the baselines, write models/<name>/<version>/ and register it in MLflow."""
-    from customer_value.models.deep import DeepModel
     from customer_value.spark import spark_session
 
     cfg = _config(conf, overrides)
@@ -213,13 +212,9 @@ def train(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot
 
 
 def train_and_register(spark, cfg: Config, snapshot=None, horizon_days=None):
-    """The train stage: a new deep model version, backtested and marked ready in the registry."""
-    from customer_value.evaluation.backtest import run_backtest
-    from customer_value.models.deep import DeepModel
+    from customer_value.models.deep import train_and_backtest
 
-    deep = DeepModel(cfg)
-    result = run_backtest(spark, cfg, snapshot, horizon_days, [deep])
-    deep.finish(result.metrics, result.report_dir, result.context)
+    deep, result = train_and_backtest(spark, cfg, snapshot, horizon_days)
     typer.echo(f"report: {result.report_dir}/report.html")
     return deep
 

@@ -17,10 +17,13 @@ from customer_value.evaluation.backtest import (
 )
 from customer_value.evaluation.metrics import METRICS
 from customer_value.evaluation.report import ORACLE
+from customer_value.models import registry
+from customer_value.models.deep import DeepModel, LeakError, train_and_backtest
 from customer_value.tables import Tables
 
 pytestmark = pytest.mark.slow
-MODELS = {RFM, CLV, ORACLE}
+DEEP = DeepModel.name
+MODELS = {RFM, CLV, ORACLE, DEEP}
 
 
 def read(cfg, name: str) -> pd.DataFrame:
@@ -38,9 +41,17 @@ def test_training_snapshots_end_before_the_scored_snapshot():
 
 
 @pytest.fixture(scope="module")
-def backtest(spark, shop):
+def trained(spark, shop):
+    """The train stage on the shop: the deep model trained with 2 Horovod ranks, backtested, registered."""
     cfg = shop[0]
-    return cfg, run_backtest(spark, cfg)
+    deep, result = train_and_backtest(spark, cfg)
+    return cfg, result, deep
+
+
+@pytest.fixture(scope="module")
+def backtest(trained):
+    cfg, result, _ = trained
+    return cfg, result
 
 
 def test_every_customer_once_per_model_with_actuals_from_the_labels(spark, backtest):
@@ -113,8 +124,10 @@ def test_report_and_metrics_table(spark, backtest):
     assert set(saved["metrics"]) == MODELS
     table = read(cfg, "gold.model_metrics")
     assert set(table.model) == MODELS
-    assert set(table[table.model == ORACLE].metric) == set(METRICS)
-    assert set(table[table.model == RFM].metric) == set(METRICS) | {f"{m}_vs_oracle" for m in METRICS}
+    plain = set(METRICS) - {"interval_coverage_buyers"}      # only a model with a distribution has an interval
+    assert set(table[table.model == ORACLE].metric) == plain
+    assert set(table[table.model == RFM].metric) == plain | {f"{m}_vs_oracle" for m in plain}
+    assert set(table[table.model == DEEP].metric) == set(METRICS) | {f"{m}_vs_oracle" for m in plain}
     ratio = table.set_index(["model", "metric"]).value
     assert ratio[(CLV, "spend_gini_vs_oracle")] == pytest.approx(ratio[(CLV, "spend_gini")] / ratio[(ORACLE, "spend_gini")])
     assert not table.duplicated(["model", "snapshot_date", "horizon_days", "metric"]).any()
@@ -132,3 +145,39 @@ def test_a_horizon_past_the_data_is_refused(spark, shop):
     cfg = shop[0]
     with pytest.raises(BacktestError, match="ends after the last day of data"):
         run_backtest(spark, cfg, cfg.cleaning.today() - timedelta(days=10), 90)
+
+
+def test_deep_model_artifact_registry_and_reuse(spark, trained):
+    cfg, result, deep = trained
+    path = deep.registered.path
+    assert path == registry.models_root(cfg) / cfg.training.model_name / str(deep.registered.version)
+    for name in ("saved_model/saved_model.pb", "spec.json", "training.json", "metrics.json", "MODEL_CARD.md",
+                 "report/report.html"):
+        assert (path / name).exists(), name
+    training = json.loads((path / "training.json").read_text())
+    ts = training["training_set"]
+    assert all(date.fromisoformat(s) + timedelta(days=ts["horizon_days"]) <= result.snapshot for s in ts["snapshots"])
+    assert set(ts["delta_versions"]) == {"gold.customer_features", "gold.customer_labels"}
+    ranks = training["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and ranks[0]["steps_per_epoch"] == ranks[1]["steps_per_epoch"]
+    assert json.loads((path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
+    # the registry: NAME/latest is this version, tracked with its params and metrics
+    latest = registry.resolve(cfg, f"{cfg.training.model_name}/latest")
+    assert latest.version == deep.registered.version and latest.path == path
+    run = registry.client(cfg).get_run(latest.run_id)
+    assert run.data.params["num_proc"] == "2" and "backtest.spend_gini" in run.data.metrics
+    assert run.data.metrics["backtest.spend_gini"] == pytest.approx(result.metrics[DEEP]["spend_gini"])
+    # the registered model, loaded again, scores the snapshot exactly as in the backtest
+    loaded = DeepModel.load(cfg, f"{cfg.training.model_name}/latest")
+    feats = Tables(cfg.storage).read(spark, "gold.customer_features").where(f"snapshot_date = '{result.snapshot}'")
+    again = loaded.predict(feats, None).toPandas().set_index("customer_id").sort_index()
+    preds = read(cfg, "gold.backtest_predictions")
+    mine = preds[preds.model == DEEP].set_index("customer_id").sort_index()
+    assert set(mine.model_version) == {deep.version}
+    joined = mine.join(again, rsuffix="_again", how="inner")
+    assert len(joined) == len(mine)
+    assert (joined.predicted_spend - joined.predicted_spend_again).abs().max() < 1e-9
+    assert (joined.spend_p90 >= joined.spend_p10).all()
+    # backtesting it at an S its labels reach past is refused
+    with pytest.raises(LeakError, match="learned from labels up to"):
+        run_backtest(spark, cfg, result.snapshot - timedelta(days=60), 30, [loaded])

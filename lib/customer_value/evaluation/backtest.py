@@ -124,6 +124,10 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     if snapshot + timedelta(days=horizon) > last_day + timedelta(days=1):
         raise BacktestError(f"the horizon [{snapshot}, {snapshot + timedelta(days=horizon)}) ends after the last day "
                             f"of data ({last_day}): choose --snapshot-date <= {last_day + timedelta(days=1 - horizon)}")
+    for model in extra_models:              # before any work: a model that cannot be backtested here says so
+        check = getattr(model, "check", None)
+        if check is not None:
+            check(snapshot, horizon)
     silver = read_silver(spark, tables)
     first = silver["orders"].agg(F.min("order_ts")).collect()[0][0]
     if first is None:

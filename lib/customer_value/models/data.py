@@ -56,7 +56,7 @@ def to_tensors(spec: FeatureSpec):
     return convert
 
 
-def dataset(r, spec: FeatureSpec, batch_size: int) -> tf.data.Dataset:
+def dataset(r, spec: FeatureSpec, batch_size: int, drop_remainder: bool = True) -> tf.data.Dataset:
     """Fixed-size (inputs, targets) batches from an open reader, re-batched without unbatching."""
     return (make_petastorm_dataset(r).map(to_tensors(spec), num_parallel_calls=1)
-            .rebatch(batch_size, drop_remainder=True).prefetch(2))
+            .rebatch(batch_size, drop_remainder=drop_remainder).prefetch(2))

@@ -50,7 +50,8 @@ def load_saved_model(path: str):
     return tf.keras.models.load_model(path, compile=False)
 
 
-def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536) -> dict[str, np.ndarray]:
+def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
+                   interval_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
@@ -62,18 +63,25 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536) -> 
     ch = np.concatenate(churn) if churn else np.zeros(0)
     p, _, _ = distribution(lg)
     return {"predicted_spend": expected_spend(lg), "churn_probability": 1.0 / (1.0 + np.exp(-ch)),
-            "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1),
-            "spend_p90": spend_quantile_if_buying(lg, 0.9)}
+            "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1, interval_scale),
+            "spend_p90": spend_quantile_if_buying(lg, 0.9, interval_scale)}
+
+
+def interval_scale_of(model_dir: str | Path) -> float:
+    """The artifact's interval calibration (1.0 where the artifact has none)."""
+    f = Path(model_dir) / "calibration.json"
+    return float(json.loads(f.read_text())["interval_scale"]) if f.exists() else 1.0
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec) -> DataFrame:
     """Predictions for every row of gold.customer_features rows, in a mapInPandas."""
     saved = str(Path(model_dir) / "saved_model")
+    scale = interval_scale_of(model_dir)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = load_saved_model(saved)
         for pdf in batches:
-            out = predict_arrays(model, arrays_from_frame(pdf, spec)) if len(pdf) else {}
+            out = predict_arrays(model, arrays_from_frame(pdf, spec), interval_scale=scale) if len(pdf) else {}
             yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
                                 **{k: out.get(k, np.zeros(0)) for k in
                                    ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})
@@ -98,15 +106,23 @@ class DeepModel:
     def load(cls, cfg: Config, ref: str) -> "DeepModel":
         return cls(cfg, registry.resolve(cfg, ref))
 
-    def fit(self, data: BacktestData) -> None:
-        if self.registered is not None:          # a registered model: check it learned nothing from [S, ...)
-            latest = max(date.fromisoformat(s) for s in self.training["training_set"]["snapshots"])
-            ends = latest + timedelta(days=int(self.training["training_set"]["horizon_days"]))
-            if ends > data.snapshot:
-                raise LeakError(f"model {self.version} learned from labels up to {ends}, after the backtest's "
-                                f"S = {data.snapshot}: backtest it at S >= {ends}")
+    def check(self, snapshot: date, horizon_days: int) -> None:
+        """A registered model may be backtested at S only if it learned nothing from [S, ...) and was trained
+        for this horizon; raises LeakError otherwise. A model still to be fitted passes."""
+        if self.registered is None:
             return
-        self._train(data)
+        ts = self.training["training_set"]
+        ends = max(date.fromisoformat(s) for s in ts["snapshots"]) + timedelta(days=int(ts["horizon_days"]))
+        if ends > snapshot:
+            raise LeakError(f"model {self.version} learned from labels up to {ends}, after the backtest's "
+                            f"S = {snapshot}: backtest it at S >= {ends}")
+        if int(ts["horizon_days"]) != horizon_days:
+            raise LeakError(f"model {self.version} predicts a {ts['horizon_days']}-day horizon, not {horizon_days} days")
+
+    def fit(self, data: BacktestData) -> None:
+        self.check(data.snapshot, data.horizon_days)
+        if self.registered is None:
+            self._train(data)
 
     def _train(self, data: BacktestData) -> None:
         import mlflow
@@ -226,3 +242,14 @@ decisions about individuals with legal or similarly significant effects.
 the training snapshots) needs retraining (drift monitoring). Customers without history get the population's
 prior through the same network. Personal data never reaches the model: ids are pseudonymised in silver.
 """
+
+
+def train_and_backtest(spark, cfg: Config, snapshot: date | None = None, horizon_days: int | None = None):
+    """The train stage: a new version trained on snapshots before S, backtested at S beside the baselines, its
+    artifact completed and marked ready in the registry. Returns (the model, the backtest result)."""
+    from customer_value.evaluation.backtest import run_backtest
+
+    deep = DeepModel(cfg)
+    result = run_backtest(spark, cfg, snapshot, horizon_days, [deep])
+    deep.finish(result.metrics, result.report_dir, result.context)
+    return deep, result

@@ -87,6 +87,7 @@ def train(plan: dict) -> dict:
         model.load_weights(str(checkpoints / state["weights"]))
         initial_epoch, best, wait = state["epoch"], state["best_loss"], state["wait"]
     patience, epochs = int(plan["patience"]), int(plan["epochs"])
+    lr_patience = int(plan.get("lr_patience") or patience + 1)     # epochs without improvement before lr / 2
 
     class Checkpoint(tf.keras.callbacks.Callback):
         """Rank 0: weights of each epoch, the best ones, and the state pointing at them; all ranks: the
@@ -126,6 +127,9 @@ def train(plan: dict) -> dict:
                 wrote.append(str(checkpoints / name))
             if self.wait >= patience:
                 self.model.stop_training = True
+            elif self.wait and self.wait % lr_patience == 0:     # a plateau: halve the learning rate (all ranks)
+                lr_var = self.model.optimizer.learning_rate
+                lr_var.assign(lr_var * 0.5)
 
     ckpt = Checkpoint()
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback(), ckpt]
@@ -145,7 +149,8 @@ def train(plan: dict) -> dict:
         clean.load_weights(str(checkpoints / "best"))
         out.mkdir(parents=True, exist_ok=True)
         clean.save(str(out / "saved_model"), include_optimizer=False)
-        wrote.append(str(out / "saved_model"))
+        _write_json(out / "calibration.json", calibrate(clean, plan["validation_url"], spec))
+        wrote += [str(out / "saved_model"), str(out / "calibration.json")]
     report = {
         "rank": rank, "size": size, "pid": os.getpid(), "train_rows": len(train_keys), "validation_rows": len(val_keys),
         "steps_per_epoch": steps, "validation_steps": val_steps, "batch_size": batch, "initial_epoch": initial_epoch,
@@ -161,6 +166,23 @@ def train(plan: dict) -> dict:
     reports.mkdir(parents=True, exist_ok=True)
     _write_json(reports / f"rank-{rank}.json", report)
     return report
+
+
+def calibrate(model, validation_url: str, spec) -> dict:
+    """The interval's calibration on the whole validation split (rank 0, after training)."""
+    import numpy as np
+
+    from customer_value.models import data
+    from customer_value.models.network import SPEND
+    from customer_value.models.ziln import interval_scale
+
+    logits, spend = [], []
+    with data.reader(validation_url, data.columns_for(spec), 0, 1, epochs=1) as r:
+        for x, y in data.dataset(r, spec, 4096, drop_remainder=False):
+            logits.append(np.asarray(model(x, training=False)[SPEND]))
+            spend.append(y["spend"].numpy())
+    lg, y = np.concatenate(logits), np.concatenate(spend)
+    return {"interval_scale": interval_scale(lg, y), "validation_rows": int(len(y)), "validation_buyers": int((y > 0).sum())}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,11 +46,28 @@ def expected_spend(logits: np.ndarray) -> np.ndarray:
     return p * np.exp(np.minimum(mu + 0.5 * sigma**2, 700.0))
 
 
-def spend_quantile_if_buying(logits: np.ndarray, q: float) -> np.ndarray:
-    """The q-quantile of spend given a purchase: exp(μ + σ·Φ⁻¹(q)). The 10 %-90 % interval a buyer's spend
-    should fall in 80 % of the time (checked in the backtest)."""
+def spend_quantile_if_buying(logits: np.ndarray, q: float, sigma_scale: float = 1.0) -> np.ndarray:
+    """The q-quantile of spend given a purchase: exp(μ + k·σ·Φ⁻¹(q)). The 10 %-90 % interval a buyer's spend
+    should fall in 80 % of the time (checked in the backtest); `k` is the interval's calibration
+    (`interval_scale`), 1 for the raw distribution."""
     _, mu, sigma = distribution(logits)
-    return np.exp(np.minimum(mu + sigma * ndtri(q), 700.0))
+    return np.exp(np.minimum(mu + sigma_scale * sigma * ndtri(q), 700.0))
+
+
+def interval_scale(logits: np.ndarray, spend: np.ndarray, coverage: float = 0.8) -> float:
+    """The factor k on σ that makes the central `coverage` interval of spend given a purchase hold that share of
+    the buyers of a held-out set: k = quantile(|log y − μ| / σ, coverage) / Φ⁻¹((1 + coverage) / 2).
+
+    Why: the maximum-likelihood σ fits the whole lognormal, tails included; where real spend has heavier tails
+    than a lognormal, that σ is too wide for the middle (the 10-90 % interval then covers ~88 % of buyers on the
+    synthetic shop). The mean exp(μ + σ²/2) keeps the likelihood's σ; only the interval is calibrated."""
+    y = np.asarray(spend, dtype=np.float64)
+    buyers = y > 0
+    if buyers.sum() < 20:
+        return 1.0
+    _, mu, sigma = distribution(np.asarray(logits)[buyers])
+    z = np.abs(np.log(y[buyers]) - mu) / sigma
+    return float(np.quantile(z, coverage) / ndtri((1 + coverage) / 2))
 
 
 def spend_quantile(logits: np.ndarray, q: float) -> np.ndarray:
