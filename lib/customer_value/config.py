@@ -43,6 +43,7 @@ class NetworkSettings(_Strict):
     embedding_dim: int = Field(4, gt=0)
     hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    towers: int = Field(1, ge=1, description="Independent trunks and heads over the shared inputs, averaged.")
 
 
 class HorovodSettings(_Strict):
@@ -59,8 +60,8 @@ class TrainingConfig(_Strict):
     models_dir: str = Field("models", description="Artifacts: <models_dir>/<name>/<version>/, relative to storage.root.")
     work_dir: str = Field("_work/training", description="Training sets, checkpoints, rank reports.")
     tracking_uri: str | None = Field(None, description="MLflow; null: MLFLOW_TRACKING_URI, else SQLite under storage.root.")
-    snapshots: int = Field(6, ge=1, description="Training snapshots: S - H, then every snapshot_step_days back.")
-    snapshot_step_days: int = Field(45, gt=0)
+    snapshots: int = Field(12, ge=1, description="Training snapshots: S - H, then every snapshot_step_days back.")
+    snapshot_step_days: int = Field(30, gt=0)
     validation_share: float = Field(0.15, gt=0, lt=1)
     rows_per_group: int = Field(4096, gt=0, description="Rows per Parquet row group: the unit of sharding.")
     seed: int = 7

@@ -53,9 +53,9 @@ def hand_built(spec, tmp: Path) -> Path:
     idx = spec.numeric_inputs.index("frequency_orders")
     model.get_layer("trunk_0").kernel[idx, 0].assign(1.0)
     model.get_layer("trunk_1").kernel[0, 0].assign(1.0)
-    model.get_layer("spend").kernel[0, 1].assign(1.0)
-    model.get_layer("spend").bias.assign([B_BUY, B_MU, B_SIGMA])
-    model.get_layer("churn").bias.assign([B_CHURN])
+    model.get_layer("spend_head").kernel[0, 1].assign(1.0)
+    model.get_layer("spend_head").bias.assign([B_BUY, B_MU, B_SIGMA])
+    model.get_layer("churn_head").bias.assign([B_CHURN])
     out = tmp / "artifact"
     model.save(str(out / "saved_model"))
     (out / "spec.json").write_text(spec.to_json())

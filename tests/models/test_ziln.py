@@ -95,3 +95,14 @@ def test_interval_scale_calibrates_coverage_on_held_out_buyers():
     lo, hi = spend_quantile_if_buying(lg, 0.1, k), spend_quantile_if_buying(lg, 0.9, k)
     held = np.mean(((y >= lo) & (y <= hi))[fresh & buyers])
     assert held == pytest.approx(0.8, abs=0.01)
+
+
+def test_towers_loss_is_the_mean_of_each_towers_loss():
+    y = tf.constant([c[0] for c in CASES], tf.float32)
+    a = tf.constant([c[1:] for c in CASES], tf.float32)
+    b = a * 0.5 + 0.1
+    both = ziln_loss(y, tf.stack([a, b], axis=1)).numpy()
+    np.testing.assert_allclose(both, (ziln_loss(y, a).numpy() + ziln_loss(y, b).numpy()) / 2, rtol=1e-6)
+    # and the ensemble's expected spend is the mean of the towers' expectations
+    lg = np.stack([a.numpy(), b.numpy()], axis=1)
+    np.testing.assert_allclose(expected_spend(lg), (expected_spend(a.numpy()) + expected_spend(b.numpy())) / 2)

@@ -58,11 +58,12 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
     for i in range(0, n, batch):
         out = model({k: v[i:i + batch] for k, v in arrays.items()}, training=False)
         logits.append(np.asarray(out[SPEND], dtype=np.float64))
-        churn.append(np.asarray(out[CHURN], dtype=np.float64).reshape(-1))
+        c = np.asarray(out[CHURN], dtype=np.float64)
+        churn.append(c.reshape(len(c), -1))                  # [n, towers]
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
-    ch = np.concatenate(churn) if churn else np.zeros(0)
+    ch = np.concatenate(churn) if churn else np.zeros((0, 1))
     p, _, _ = distribution(lg)
-    return {"predicted_spend": expected_spend(lg), "churn_probability": 1.0 / (1.0 + np.exp(-ch)),
+    return {"predicted_spend": expected_spend(lg), "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
             "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1, interval_scale),
             "spend_p90": spend_quantile_if_buying(lg, 0.9, interval_scale)}
 

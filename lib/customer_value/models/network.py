@@ -25,6 +25,7 @@ class NetworkConfig:
     embedding_dim: int = 4
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
+    towers: int = 1                       # independent trunks + heads over the shared inputs, averaged
 
 
 def input_names(spec: FeatureSpec) -> list[str]:
@@ -64,13 +65,33 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
         else:
             raise ValueError(f"unknown sequence_branch {cfg.sequence_branch!r}: conv1d, gru or none")
     x = layers.Concatenate(name="all_inputs")(parts)
-    for i, units in enumerate(cfg.hidden):
-        x = layers.Dense(units, activation="relu", name=f"trunk_{i}")(x)
-        if cfg.dropout:
-            x = layers.Dropout(cfg.dropout, name=f"trunk_dropout_{i}")(x)
-    spend = layers.Dense(3, name=SPEND)(x)
-    churn = layers.Dense(1, name=CHURN)(x)
+    spends, churns = [], []
+    for t in range(cfg.towers):
+        # tower 0 keeps the single-tower layer names, so a one-tower model reads as before
+        tag = "" if t == 0 else f"_t{t}"
+        h = x
+        for i, units in enumerate(cfg.hidden):
+            h = layers.Dense(units, activation="relu", name=f"trunk_{i}{tag}")(h)
+            if cfg.dropout:
+                h = layers.Dropout(cfg.dropout, name=f"trunk_dropout_{i}{tag}")(h)
+        spends.append(layers.Dense(3, name=f"{SPEND}_head{tag}")(h))
+        churns.append(layers.Dense(1, name=f"{CHURN}_head{tag}")(h))
+    # outputs: spend logits [n, 3] and churn logits [n, 1]; with towers [n, towers, 3] and [n, towers], which a
+    # prediction averages (models.ziln, models.deep.predict_arrays)
+    if cfg.towers == 1:
+        spend, churn = spends[0], churns[0]
+    else:
+        spend = layers.Concatenate(axis=1)([layers.Reshape((1, 3))(t) for t in spends])
+        churn = layers.Concatenate(axis=1)(churns)
+    spend = layers.Activation("linear", name=SPEND)(spend)
+    churn = layers.Activation("linear", name=CHURN)(churn)
     return tf.keras.Model(inputs, {SPEND: spend, CHURN: churn}, name="customer_value")
+
+
+def churn_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy of every tower's churn logit against the one label, averaged over towers."""
+    y = tf.broadcast_to(tf.reshape(tf.cast(y_true, tf.float32), [-1, 1]), tf.shape(logits))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits), axis=-1)
 
 
 def arrays_from_frame(pdf, spec: FeatureSpec) -> dict[str, np.ndarray]:

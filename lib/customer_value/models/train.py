@@ -47,7 +47,7 @@ def train(plan: dict) -> dict:
     import tensorflow as tf
 
     from customer_value.models import data
-    from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network
+    from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network, churn_loss
     from customer_value.models.spec import FeatureSpec
     from customer_value.models.ziln import ziln_loss
 
@@ -77,7 +77,7 @@ def train(plan: dict) -> dict:
                                    backward_passes_per_step=int(plan.get("backward_passes_per_step", 1)),
                                    average_aggregated_gradients=True)
     model.compile(optimizer=opt,
-                  loss={SPEND: ziln_loss, CHURN: tf.keras.losses.BinaryCrossentropy(from_logits=True)},
+                  loss={SPEND: ziln_loss, CHURN: churn_loss},
                   loss_weights={SPEND: 1.0, CHURN: float(plan.get("churn_loss_weight", 1.0))})
 
     state = read_state(checkpoints)

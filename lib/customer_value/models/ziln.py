@@ -23,7 +23,12 @@ def _sigma(raw):
 
 
 def ziln_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Per-example negative log-likelihood of spend `y_true` (>= 0) under the ZILN with `logits` [.., 3]."""
+    """Per-example negative log-likelihood of spend `y_true` (>= 0) under the ZILN with `logits` [n, 3], or the
+    mean over towers for `logits` [n, towers, 3]."""
+    if logits.shape.rank == 3:
+        y3 = tf.reshape(tf.cast(y_true, tf.float32), [-1, 1, 1])
+        per = ziln_loss(tf.reshape(tf.broadcast_to(y3, tf.shape(logits[..., :1])), [-1]), tf.reshape(logits, [-1, 3]))
+        return tf.reduce_mean(tf.reshape(per, tf.shape(logits)[:2]), axis=1)
     y = tf.reshape(tf.cast(y_true, tf.float32), [-1, 1])
     positive = tf.cast(y > 0, tf.float32)
     p_logit, mu, sigma = logits[..., 0:1], logits[..., 1:2], _sigma(logits[..., 2:3])
@@ -35,14 +40,22 @@ def ziln_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def distribution(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P(buy), μ, σ) per row of a logits array [n, 3], in float64."""
+    """(P(buy), μ, σ) per row of a logits array [n, 3], in float64. For towers [n, k, 3]: the towers' mean
+    P(buy), μ and σ (the interval is then calibrated on held-out buyers, `interval_scale`)."""
     lg = np.asarray(logits, dtype=np.float64)
-    sigma = np.maximum(np.logaddexp(0.0, lg[:, 2]), SIGMA_FLOOR)
-    return expit(lg[:, 0]), lg[:, 1], sigma
+    sigma = np.maximum(np.logaddexp(0.0, lg[..., 2]), SIGMA_FLOOR)
+    p, mu = expit(lg[..., 0]), lg[..., 1]
+    if lg.ndim == 3:
+        return p.mean(axis=1), mu.mean(axis=1), sigma.mean(axis=1)
+    return p, mu, sigma
 
 
 def expected_spend(logits: np.ndarray) -> np.ndarray:
-    p, mu, sigma = distribution(logits)
+    """P(buy)·exp(μ + σ²/2); for towers, the mean of the towers' expectations (the ensemble's mean)."""
+    lg = np.asarray(logits, dtype=np.float64)
+    if lg.ndim == 3:
+        return np.stack([expected_spend(lg[:, k, :]) for k in range(lg.shape[1])], axis=1).mean(axis=1)
+    p, mu, sigma = distribution(lg)
     return p * np.exp(np.minimum(mu + 0.5 * sigma**2, 700.0))
 
 
