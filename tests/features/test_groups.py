@@ -207,3 +207,20 @@ def test_compact_ids_round_trip_pseudonyms(spark):
     back = df.select(g.expand_id(g.compact_id("customer_id")).alias("customer_id"), F.octet_length(g.compact_id("customer_id")).alias("n"))
     assert_df_equality(back.select("customer_id"), df, ignore_nullable=True)
     assert {r.n for r in back.collect()} == {32}
+
+
+def test_shop_season_index_compares_last_years_window_with_a_typical_one(spark):
+    from datetime import datetime
+
+    s = date(2025, 3, 1)
+    rows = [("a", datetime(2024, 2, 1), 100.0, "completed"),     # before the year: only proves a full year exists
+            ("a", datetime(2024, 3, 10), 300.0, "completed"),    # in last year's [S - 365, S - 365 + 30)
+            ("b", datetime(2024, 3, 20), 50.0, "cancelled"),     # not spend
+            ("b", datetime(2024, 8, 1), 600.0, "completed"),     # in the year, outside the window
+            ("c", datetime(2025, 3, 5), 9999.0, "completed")]    # at/after S: never seen
+    orders = spark.createDataFrame(rows, "customer_id string, order_ts timestamp, total double, status string")
+    got = spark.range(1).select(g.shop_season(orders, s, 30).alias("x")).collect()[0]["x"]
+    assert got == pytest.approx(300.0 / (900.0 * 30 / 365))
+    # without a full year of orders before S: unknown, not a guess
+    young = orders.where("order_ts >= '2024-03-01'")
+    assert spark.range(1).select(g.shop_season(young, s, 30).alias("x")).collect()[0]["x"] is None

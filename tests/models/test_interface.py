@@ -69,7 +69,7 @@ def test_spec_roles_follow_the_catalogue(cfg):
         want = {"static": CATEGORICAL, "sequence": SEQUENCE}.get(groups[c.name], NUMERIC)
         assert c.role == want, c
     assert {c.name for c in spec.columns} == {"customer_id", *groups}
-    assert "recency_days__missing" in spec.numeric_inputs and spec.numeric_inputs[-2:] == ["season_sin", "season_cos"]
+    assert "recency_days__missing" in spec.numeric_inputs and "shop_season_index__missing" in spec.numeric_inputs
 
 
 def test_known_weights_give_known_predictions(spark, cfg, tmp_path):

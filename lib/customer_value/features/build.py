@@ -42,6 +42,7 @@ def customer_features(customers: DataFrame, orders: DataFrame, items: DataFrame,
     names = [d.name for d in catalogue(cfg)]
     zero = [n for n in names if n.startswith(ZERO_WHEN_ABSENT)]
     out = g.conversion(out.fillna(0, subset=zero), cfg.windows)
+    out = out.withColumn("shop_season_index", g.shop_season(facts, snapshot, cfg.horizon_days))
     empty = F.array().cast("array<int>")
     out = out.withColumn("seq_days_before", F.coalesce("seq_days_before", empty)) \
              .withColumn("seq_amount", F.coalesce("seq_amount", F.array().cast("array<double>"))) \

@@ -70,6 +70,8 @@ def catalogue(cfg: FeaturesConfig) -> list[FeatureDef]:
     add("city_tier", "static", "-", "1 = largest markets, 2, 3 = other, unknown (features.city_tiers)")
     add("acquisition_channel", "static", "-", "how the customer came")
     add("signup_cohort", "static", "-", "signup year and quarter, e.g. 2024Q3")
+    add("shop_season_index", "context", f"last year's next {cfg.horizon_days} days",
+        "the shop's spend in last year's same horizon window over its mean for a window that long (null without a year)")
     n = cfg.sequence_length
     add("seq_days_before", "sequence", f"last {n} orders", "days before the snapshot of each completed order, newest first")
     add("seq_amount", "sequence", f"last {n} orders", "their values, aligned with seq_days_before")
@@ -88,6 +90,7 @@ POINT_IN_TIME = {
     "category_mix": "item lines of orders completed as known at S, placed before S",
     "static": "the profile version known before S; age from the birth month at S; cohort from the signup date",
     "sequence": "the last orders placed before S, completed as known at S; days counted back from S",
+    "context": "all customers' completed orders placed before S, as known at S (one value per snapshot)",
 }
 
 

@@ -226,3 +226,25 @@ def order_sequence(orders: DataFrame, snapshot: date, length: int) -> DataFrame:
         F.transform("_seq", lambda o: o["amount"]).alias("seq_amount"),
         F.transform("_seq", lambda o: o["items"]).alias("seq_items"),
     )
+
+
+def shop_season(orders: DataFrame, snapshot: date, horizon_days: int) -> Column:
+    """The shop's seasonal index for the horizon ahead: completed spend of all customers in last year's same
+    window [S - 365, S - 365 + H), over the mean H-day spend of the year before S ([S - 365, S) × H / 365).
+    Above 1: the coming weeks sold more than a typical stretch last year (a peak season ahead). Null without a
+    full year of orders before S. Every input is before S: the index is as known at S, like every feature.
+
+    Why a shop-level index rather than the calendar: a model learns "what the next H days usually hold" from a
+    handful of training snapshots only through a quantity that generalises across years and shops; a raw day
+    of year would have to be mapped to a level from those few points and would extrapolate at S."""
+    year_ago = snapshot - timedelta(days=365)
+    window = F.col("order_ts") >= F.lit(year_ago)
+    same = window & (F.col("order_ts") < F.lit(year_ago + timedelta(days=horizon_days)))
+    row = (before(orders, "order_ts", snapshot).where(completed())
+           .agg(F.min(F.to_date("order_ts")).alias("first"),
+                F.sum(F.when(same, cents(F.col("total")))).alias("same"),
+                F.sum(F.when(window, cents(F.col("total")))).alias("year"))
+           .collect()[0])
+    if row["first"] is None or row["first"] > year_ago or not row["year"]:
+        return F.lit(None).cast("double")
+    return F.lit(float(row["same"] or 0) / (float(row["year"]) * horizon_days / 365.0))

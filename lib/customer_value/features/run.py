@@ -44,7 +44,9 @@ def write_snapshot_features(spark: SparkSession, tables: Tables, silver: dict[st
     partition, read back, and its row count."""
     feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
                               silver["reviews"], snapshot, cfg)
-    tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{snapshot}'")
+    # mergeSchema: a feature added to the catalogue appears as a new column (null in older snapshots)
+    tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{snapshot}'",
+                 options={"mergeSchema": "true"})
     written = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(snapshot))
     return written, written.count()
 

@@ -24,8 +24,6 @@ from customer_value.features.catalogue import catalogue
 NUMERIC, CATEGORICAL, SEQUENCE, ID = "numeric", "categorical", "sequence", "id"
 # Channels of the order-sequence input, in order; each is log1p of the catalogue's array, plus a presence flag.
 SEQUENCE_CHANNELS = ("seq_days_before", "seq_amount", "seq_items")
-# Context of the snapshot itself: where in the year S falls, so the model can learn the horizon's season.
-SEASON = ("season_sin", "season_cos")
 UNKNOWN = "<unknown>"
 
 
@@ -53,7 +51,7 @@ class FeatureSpec:
         """The numeric input columns after transformation, in the order the network stacks them."""
         names = [c.name for c in self.of(NUMERIC)]
         names += [f"{c.name}__missing" for c in self.of(NUMERIC) if c.null_policy == "indicator"]
-        return names + list(SEASON)
+        return names
 
     @property
     def sequence_inputs(self) -> list[str]:
@@ -110,11 +108,6 @@ def slog(col: Column) -> Column:
     return F.signum(col) * F.log1p(F.abs(col))
 
 
-def season(snapshot: Column) -> tuple[Column, Column]:
-    angle = F.dayofyear(snapshot).cast("double") * (2 * math.pi / 365.25)
-    return F.sin(angle), F.cos(angle)
-
-
 def _sequence_columns(spec: FeatureSpec) -> list[Column]:
     """Each position p and channel c as its own float column: log1p(value), 0 where the customer has fewer
     than p + 1 orders; the last channel is 1 where the position holds an order."""
@@ -130,14 +123,12 @@ def _sequence_columns(spec: FeatureSpec) -> list[Column]:
 
 def transformed(features: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Model inputs before normalisation and vocabulary lookup: numeric features transformed and null-filled,
-    missing indicators, season, flattened sequences; categoricals as strings, null → unknown. Keeps
+    missing indicators, flattened sequences; categoricals as strings, null → unknown. Keeps
     customer_id and snapshot_date."""
     num = spec.of(NUMERIC)
     cols: list[Column] = [F.col("customer_id"), F.col("snapshot_date")]
     cols += [F.coalesce(slog(F.col(c.name).cast("double")), F.lit(0.0)).cast("float").alias(c.name) for c in num]
     cols += [F.col(c.name).isNull().cast("float").alias(f"{c.name}__missing") for c in num if c.null_policy == "indicator"]
-    s, c_ = season(F.col("snapshot_date"))
-    cols += [s.cast("float").alias(SEASON[0]), c_.cast("float").alias(SEASON[1])]
     cols += [F.coalesce(F.col(c.name).cast("string"), F.lit(UNKNOWN)).alias(c.name) for c in spec.of(CATEGORICAL)]
     cols += _sequence_columns(spec)
     return features.select(*cols)
