@@ -17,6 +17,7 @@ from customer_value.models.deep import DeepModel, train_and_backtest
 from customer_value.ingest.run import ingest
 from customer_value.landing import landing_uri
 from tests.conftest import ROOT
+from tests.e2e.conftest import TRAINING
 
 pytestmark = pytest.mark.slow
 OPENED, LAST = date(2023, 1, 1), date(2024, 12, 31)
@@ -51,7 +52,7 @@ def result(spark, tmp_path_factory):
         "transactions.date_format=yyyyMMdd", "transactions.columns.customer_id=c0", "transactions.columns.date=c1",
         "transactions.columns.quantity=c2", "transactions.columns.amount=c3", f"cleaning.shop_opened={OPENED}",
         f"cleaning.as_of={LAST}", "pseudonymisation.demo_mode=true", "backtest.min_history_days=150",
-        "training.snapshots=6", "training.snapshot_step_days=45"])
+        *TRAINING])
     write_landing(adapt(spark, str(root / "tx.txt"), cfg.transactions), landing_uri(cfg))
     ingest(spark, cfg)
     clean_all(spark, cfg)

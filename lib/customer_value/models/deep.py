@@ -5,10 +5,10 @@ predict = the SavedModel applied in a Spark `mapInPandas`, loaded once per Pytho
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -135,8 +135,13 @@ class DeepModel:
         for s in snapshots:
             data.features(s)
             data.labels(s)
-        run_key = uuid.uuid4().hex[:12]
+        # The same (S, H, training config) → the same work folder: a rerun after a crash finds its checkpoints and
+        # resumes; after a successful registration the folder is removed, so the next run trains afresh.
+        run_key = hashlib.sha256(json.dumps([str(data.snapshot), data.horizon_days, tc.model_dump()],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
         work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
+        if (work / "checkpoints" / "state.json").exists():
+            _log(f"resuming from the checkpoints in {work / 'checkpoints'}")
         t0 = time.perf_counter()
         ts = build_training_set(data.spark, data.tables, self.cfg.features, snapshots, data.horizon_days,
                                 str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc)
@@ -181,7 +186,7 @@ class DeepModel:
         self.registered = registry.register(self.cfg, staged, self.run_id)
         self.spec = FeatureSpec.from_json(spec_text)
         self.version = self.registered.label
-        shutil.rmtree(work / "data", ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         _log(f"registered {self.version} at {self.registered.path}")
 
     def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
