@@ -75,7 +75,10 @@ def train(plan: dict) -> dict:
     lr = float(plan["learning_rate"]) * size
     opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=lr),
                                    backward_passes_per_step=int(plan.get("backward_passes_per_step", 1)),
-                                   average_aggregated_gradients=True)
+                                   average_aggregated_gradients=True,
+                                   # embedding gradients are IndexedSlices; as dense tensors they fuse with the
+                                   # rest and can be aggregated locally (the tables are tiny)
+                                   sparse_as_dense=True)
     model.compile(optimizer=opt,
                   loss={SPEND: ziln_loss, CHURN: churn_loss},
                   loss_weights={SPEND: 1.0, CHURN: float(plan.get("churn_loss_weight", 1.0))})
