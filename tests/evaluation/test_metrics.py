@@ -291,8 +291,13 @@ def test_evaluate_merges_churn_and_spend_metrics():
     frame = pd.DataFrame({"predicted_spend": PREDICTED, "churn_probability": P,
                           "actual_spend": ACTUAL, "churned": np.array(Y, dtype=bool)})
     m = evaluate(frame)
-    assert set(m) == set(METRICS)
+    assert set(m) == set(METRICS) - {"interval_coverage_buyers"}       # no interval columns: no coverage
     assert m == {**churn_metrics(Y, P), **spend_metrics(ACTUAL, PREDICTED)}
+    actual = np.asarray(ACTUAL, dtype=float)
+    wide = evaluate(frame.assign(spend_p10=actual * 0.5, spend_p90=actual * 2))
+    assert wide["interval_coverage_buyers"] == 1.0
+    narrow = evaluate(frame.assign(spend_p10=actual * 2 + 1, spend_p90=actual * 3 + 2))
+    assert narrow["interval_coverage_buyers"] == 0.0
     with pytest.raises(ValueError, match="churned"):
         evaluate(frame.drop(columns="churned"))
 
