@@ -292,9 +292,11 @@ def test_features_and_labels_for_each_snapshot(shop):
     cfg, _, _, _ = shop
     features, labels, train = (read(cfg, n) for n in GOLD)
     snapshots = ["2025-09-01", "2025-10-01"]
-    assert sorted(labels.snapshot_date.astype(str).unique()) == snapshots
-    # (the backtest, sharing this shop, may have added other snapshots' features)
+    # (the backtest and the model's training, sharing this shop, may have added other snapshots' features and
+    # labels: those of its training snapshots)
     features = features[features.snapshot_date.astype(str).isin(snapshots)]
+    labels = labels[labels.snapshot_date.astype(str).isin(snapshots)]
+    assert sorted(labels.snapshot_date.astype(str).unique()) == snapshots
     assert sorted(features.snapshot_date.astype(str).unique()) == snapshots
     for table in (features, labels):
         assert not table.duplicated(["customer_id", "snapshot_date"]).any()
