@@ -3,7 +3,8 @@
     make bench-training      (or: python bench/training.py --conf conf/local.yaml [--rows 200000])
 
 Builds a training set with the model's real input layout (the feature spec of the catalogue: ~120 numeric
-inputs, 5 categoricals, the flattened order sequence; random values) as Parquet with the product's row groups,
+inputs, 5 categoricals, the flattened order sequence; random values) as Parquet with the product's layout (two
+array columns, `spec.packed`) and row groups,
 then prints, measured in this one run:
   1. rows/s of the training input pipeline (`models.data.dataset`: Petastorm row-group batches → tf.data,
      vectorised re-batching) ÷ rows/s of the same rows from memory (`from_tensor_slices(...).batch`):
@@ -22,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib")
+sys.path.insert(0, LIB)
+# the Horovod ranks are new processes: they find this checkout's package through the environment
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(LIB), os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
@@ -33,7 +37,7 @@ from customer_value.config import load_config  # noqa: E402
 from customer_value.features.catalogue import catalogue  # noqa: E402
 from customer_value.models import data  # noqa: E402
 from customer_value.models.fit import run_horovodrun  # noqa: E402
-from customer_value.models.spec import SEQUENCE_CHANNELS, feature_spec  # noqa: E402
+from customer_value.models.spec import NUMERIC_BLOCK, SEQUENCE_BLOCK, SEQUENCE_CHANNELS, feature_spec, packed  # noqa: E402
 from customer_value.spark import spark_session  # noqa: E402
 
 
@@ -48,7 +52,7 @@ def synthetic_set(spark, spec, rows: int, rows_per_group: int, out: Path) -> str
     spend = F.when(F.rand(9) < 0.6, 0.0).otherwise(F.exp(F.randn(10) + 3))
     cols += [spend.cast("float").alias("future_spend"), (spend == 0).cast("float").alias("churned")]
     files = max(4, rows // rows_per_group)
-    spark.range(rows, numPartitions=files).select(*cols).write.mode("overwrite").parquet(str(out))
+    packed(spark.range(rows, numPartitions=files).select(*cols), spec).write.mode("overwrite").parquet(str(out))
     return out.resolve().as_uri()
 
 
@@ -74,8 +78,9 @@ def memory_rate(url: str, spec, batch: int, passes: int) -> float:
     import tensorflow as tf
 
     table = pq.read_table(url.replace("file://", ""), columns=data.columns_for(spec))
-    arr = lambda names: np.stack([table.column(n).to_numpy() for n in names], axis=1).astype(np.float32)  # noqa: E731
-    inputs = {"numeric": arr(spec.numeric_inputs), "sequence": arr(spec.sequence_inputs)}
+    block = lambda name, k: table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, k)  # noqa: E731
+    inputs = {"numeric": block(NUMERIC_BLOCK, len(spec.numeric_inputs)),
+              "sequence": block(SEQUENCE_BLOCK, len(spec.sequence_inputs))}
     for name in spec.categorical_inputs:
         inputs[f"cat_{name}"] = table.column(name).to_numpy().astype(np.int32)
     targets = {"spend": table.column("future_spend").to_numpy().astype(np.float32),

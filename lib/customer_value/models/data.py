@@ -1,8 +1,15 @@
 """Petastorm → tf.data for the network: each Horovod rank reads its own shard of row groups.
 
-Row-group batches come out of Petastorm whole (the fast path: no per-row Python), the columns are stacked into
-the network's input tensors on the whole batch, and `rebatch` cuts fixed-size training batches without
-unbatching row by row. Every rank must run the same number of steps per epoch (a rank that finishes early
+The training set stores the network's numeric and sequence inputs as two fixed-length array columns
+(`spec.packed`), so a row group comes out of Petastorm as one matrix per input (Petastorm stacks a fixed-length
+list column on the whole row group), not as a few hundred column vectors to stack per batch; `rebatch` cuts
+fixed-size training batches without unbatching row by row.
+
+A finite pass (`epochs=1`: shard sizes, calibration) reads through Petastorm's synchronous ("dummy") pool:
+its thread pool can end a finite pass early. Its `get_results` checks "every worker is idle" and "the ventilator
+has finished" one after the other, so when the ventilator hands out the remaining row groups between the two
+checks the reader stops with them unread (petastorm 0.13.1; about every second one-pass read of a 7-row-group
+shard here lost 3 of them). An endless reader (`epochs=None`, training) never sees a finished ventilator. Every rank must run the same number of steps per epoch (a rank that finishes early
 leaves the others waiting in an allreduce forever), so the step count comes from the smallest shard
 (`steps_per_epoch`), and the reader repeats its shard endlessly.
 """
@@ -15,7 +22,7 @@ import tensorflow as tf
 from petastorm import make_batch_reader
 from petastorm.tf_utils import make_petastorm_dataset
 
-from customer_value.models.spec import FeatureSpec
+from customer_value.models.spec import NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSpec
 
 LABELS = ("future_spend", "churned")
 ROW_KEY = "row_key"
@@ -23,10 +30,11 @@ ROW_KEY = "row_key"
 
 def reader(url: str, columns: Sequence[str], rank: int, size: int, epochs: int | None, seed: int | None = None):
     """A Petastorm batch reader over rank `rank`'s row groups of `size` shards. `epochs=None` repeats forever,
-    shuffling the order of row groups with `seed` (deterministic: one worker thread)."""
+    shuffling the order of row groups with `seed` (deterministic: one worker thread); a finite pass reads every
+    row group in order on the calling thread (see the module's docstring for why)."""
     return make_batch_reader(url, schema_fields=list(columns), cur_shard=rank, shard_count=size,
                              num_epochs=epochs, shuffle_row_groups=epochs is None, seed=seed,
-                             shard_seed=0, workers_count=1)
+                             shard_seed=0, workers_count=1, reader_pool_type="thread" if epochs is None else "dummy")
 
 
 def shard_keys(url: str, rank: int, size: int) -> list[int]:
@@ -36,17 +44,18 @@ def shard_keys(url: str, rank: int, size: int) -> list[int]:
 
 
 def columns_for(spec: FeatureSpec) -> list[str]:
-    return [*spec.numeric_inputs, *spec.categorical_inputs, *spec.sequence_inputs, *LABELS]
+    """The training set's columns the network reads (the packed layout of `spec.packed`) and the labels."""
+    return [NUMERIC_BLOCK, SEQUENCE_BLOCK, *spec.categorical_inputs, *LABELS]
 
 
 def to_tensors(spec: FeatureSpec):
     """A tf.data map from a Petastorm batch (namedtuple of column vectors) to (inputs, targets) of the batch."""
-    numeric, seq, cats = spec.numeric_inputs, spec.sequence_inputs, spec.categorical_inputs
+    n_num, n_seq, cats = len(spec.numeric_inputs), len(spec.sequence_inputs), spec.categorical_inputs
 
     def convert(batch):
         get = lambda n: getattr(batch, n)  # noqa: E731
-        inputs = {"numeric": tf.stack([tf.cast(get(n), tf.float32) for n in numeric], axis=1),
-                  "sequence": tf.stack([tf.cast(get(n), tf.float32) for n in seq], axis=1)}
+        inputs = {"numeric": tf.reshape(get(NUMERIC_BLOCK), [-1, n_num]),
+                  "sequence": tf.reshape(get(SEQUENCE_BLOCK), [-1, n_seq])}
         for name in cats:
             inputs[f"cat_{name}"] = tf.cast(get(name), tf.int32)
         targets = {"spend": tf.cast(get("future_spend"), tf.float32),
