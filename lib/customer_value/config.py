@@ -70,6 +70,7 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(512, gt=0, description="Per rank.")
     learning_rate: float = Field(0.002, gt=0, description="Per rank; scaled by the rank count.")
     churn_loss_weight: float = Field(1.0, ge=0)
+    btyd_inputs: bool = Field(True, description="BG/NBD + Gamma-Gamma's predictions, fitted at each snapshot, as inputs.")
     network: NetworkSettings = NetworkSettings()
     horovod: HorovodSettings = HorovodSettings()
 

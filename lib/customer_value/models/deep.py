@@ -21,6 +21,7 @@ from customer_value.config import Config
 from customer_value.evaluation.models import BacktestData
 from customer_value.landing import under_root
 from customer_value.models import registry
+from customer_value.models.btyd_inputs import prepared
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs
@@ -74,8 +75,8 @@ def interval_scale_of(model_dir: str | Path) -> float:
     return float(json.loads(f.read_text())["interval_scale"]) if f.exists() else 1.0
 
 
-def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec) -> DataFrame:
-    """Predictions for every row of gold.customer_features rows, in a mapInPandas."""
+def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec, btyd_max_customers: int = 200_000) -> DataFrame:
+    """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas."""
     saved = str(Path(model_dir) / "saved_model")
     scale = interval_scale_of(model_dir)
 
@@ -87,7 +88,7 @@ def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec) -> DataF
                                 **{k: out.get(k, np.zeros(0)) for k in
                                    ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})
 
-    return model_inputs(features, spec).mapInPandas(score, PREDICTIONS)
+    return model_inputs(prepared(features, spec, btyd_max_customers), spec).mapInPandas(score, PREDICTIONS)
 
 
 class DeepModel:
@@ -144,7 +145,8 @@ class DeepModel:
             _log(f"resuming from the checkpoints in {work / 'checkpoints'}")
         t0 = time.perf_counter()
         ts = build_training_set(data.spark, data.tables, self.cfg.features, snapshots, data.horizon_days,
-                                str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc)
+                                str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc,
+                                self.cfg.backtest.spend_fit_max_customers if tc.btyd_inputs else None)
         _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
              f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
         staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
@@ -190,7 +192,7 @@ class DeepModel:
         _log(f"registered {self.version} at {self.registered.path}")
 
     def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
-        return score_frame(features, str(self.registered.path), self.spec)
+        return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers)
 
     def finish(self, metrics: dict, report_dir: str, context: dict[str, str]) -> None:
         """Write the backtest's metrics, report and a model card into the artifact, log them, mark it ready."""

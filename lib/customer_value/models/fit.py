@@ -23,8 +23,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from customer_value.models.btyd_inputs import with_btyd_inputs_per_snapshot, with_btyd_spec
 from customer_value.models.data import LABELS, ROW_KEY
-from customer_value.models.spec import FeatureSpec, encoded, feature_spec, fit_stats, transformed
+from customer_value.models.spec import (NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSpec, encoded, feature_spec, fit_stats,
+                                        packed, transformed)
 from customer_value.tables import Tables
 
 FEATURES, LABELS_TABLE = "gold.customer_features", "gold.customer_labels"
@@ -57,10 +59,13 @@ def validation_flag(seed: int, share: float):
 
 
 def labelled_rows(spark: SparkSession, tables: Tables, snapshots: list[date], horizon_days: int,
-                  versions: dict[str, int]) -> DataFrame:
-    """Features joined with labels for these snapshots, from the given Delta versions."""
+                  versions: dict[str, int], btyd_max_customers: int | None = None) -> DataFrame:
+    """Features joined with labels for these snapshots, from the given Delta versions; with
+    `btyd_max_customers`, the features get BG/NBD's inputs from each snapshot's own fit first (labels unseen)."""
     in_list = ", ".join(f"'{s}'" for s in snapshots)
     feats = tables.read(spark, FEATURES, version=versions[FEATURES]).where(f"snapshot_date IN ({in_list})")
+    if btyd_max_customers is not None:
+        feats = with_btyd_inputs_per_snapshot(feats, snapshots, horizon_days, btyd_max_customers)
     labels = tables.read(spark, LABELS_TABLE, version=versions[LABELS_TABLE]).where(
         f"snapshot_date IN ({in_list}) AND horizon_days = {horizon_days}")
     return feats.join(labels.select("customer_id", "snapshot_date", "future_spend", "churned"),
@@ -69,11 +74,14 @@ def labelled_rows(spark: SparkSession, tables: Tables, snapshots: list[date], ho
 
 def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapshots: list[date], horizon_days: int,
                        out_dir: str, seed: int, validation_share: float, rows_per_group: int,
-                       ranks: int) -> TrainingSet:
-    """Write train/ and validation/ Parquet under `out_dir` (replaced) and return where, how big, from what."""
+                       ranks: int, btyd_max_customers: int | None = None) -> TrainingSet:
+    """Write train/ and validation/ Parquet under `out_dir` (replaced) and return where, how big, from what.
+    `btyd_max_customers`: add BG/NBD + Gamma-Gamma's predictions as inputs (`models.btyd_inputs`)."""
     versions = {n: table_version(spark, tables, n) for n in (FEATURES, LABELS_TABLE)}
-    rows = labelled_rows(spark, tables, snapshots, horizon_days, versions)
+    rows = labelled_rows(spark, tables, snapshots, horizon_days, versions, btyd_max_customers)
     spec = feature_spec(features_cfg, dict(rows.dtypes))
+    if btyd_max_customers is not None:
+        spec = with_btyd_spec(spec, horizon_days)
     base = transformed(rows, spec).join(
         rows.select("customer_id", "snapshot_date", F.col("future_spend").cast("float").alias("future_spend"),
                     F.col("churned").cast("float").alias("churned")), ["customer_id", "snapshot_date"])
@@ -84,8 +92,8 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
-    keep = ["customer_id", ROW_KEY, *spec.numeric_inputs, *spec.categorical_inputs, *spec.sequence_inputs, *LABELS]
-    enc = encoded(base, spec)
+    keep = ["customer_id", ROW_KEY, NUMERIC_BLOCK, SEQUENCE_BLOCK, *spec.categorical_inputs, *LABELS]
+    enc = packed(encoded(base, spec), spec)
     urls = {}
     for split, flag in (("train", False), ("validation", True)):
         n = counts.get(flag, 0)
