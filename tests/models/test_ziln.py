@@ -106,3 +106,25 @@ def test_towers_loss_is_the_mean_of_each_towers_loss():
     # and the ensemble's expected spend is the mean of the towers' expectations
     lg = np.stack([a.numpy(), b.numpy()], axis=1)
     np.testing.assert_allclose(expected_spend(lg), (expected_spend(a.numpy()) + expected_spend(b.numpy())) / 2)
+
+
+def test_mean_scale_shrinks_sigma_until_the_held_out_totals_agree():
+    """Buyers' log spend with a narrower spread than the model's σ: the likelihood's mean overstates the total;
+    the calibrated k matches the held-out total on fresh rows too, never exceeds 1, and is 1 where the model's
+    mean is already too low."""
+    from customer_value.models.ziln import mean_scale
+
+    rng = np.random.default_rng(8)
+    n = 40_000
+    mu = rng.normal(3, 0.5, n)
+    raw = np.full(n, 1.0)                            # σ = softplus(1) ≈ 1.31 in the model
+    y = np.exp(mu + 0.6 * rng.standard_normal(n))    # ... 0.6 in the data
+    y[rng.random(n) < 0.5] = 0.0
+    lg = np.stack([np.zeros(n), mu, raw], axis=1)     # P(buy) = 0.5, right
+    half = n // 2
+    assert expected_spend(lg[:half]).sum() > 1.3 * y[:half].sum()
+    k = mean_scale(lg[:half], y[:half])
+    assert k == pytest.approx(0.6 / np.log1p(np.e), abs=0.05)
+    assert expected_spend(lg[half:], k).sum() == pytest.approx(y[half:].sum(), rel=0.03)
+    assert mean_scale(lg[:half], 3 * y[:half]) == 1.0          # never inflates
+    assert mean_scale(lg[:50], y[:50]) == 1.0                  # too few rows to tell

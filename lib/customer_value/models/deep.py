@@ -52,7 +52,7 @@ def load_saved_model(path: str):
 
 
 def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
-                   interval_scale: float = 1.0) -> dict[str, np.ndarray]:
+                   interval_scale: float = 1.0, mean_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
@@ -64,26 +64,27 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
     p, _, _ = distribution(lg)
-    return {"predicted_spend": expected_spend(lg), "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
+    return {"predicted_spend": expected_spend(lg, mean_scale), "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
             "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1, interval_scale),
             "spend_p90": spend_quantile_if_buying(lg, 0.9, interval_scale)}
 
 
-def interval_scale_of(model_dir: str | Path) -> float:
-    """The artifact's interval calibration (1.0 where the artifact has none)."""
+def calibration_of(model_dir: str | Path) -> dict[str, float]:
+    """The artifact's calibration of the interval and the mean (1.0 each where the artifact has none)."""
     f = Path(model_dir) / "calibration.json"
-    return float(json.loads(f.read_text())["interval_scale"]) if f.exists() else 1.0
+    raw = json.loads(f.read_text()) if f.exists() else {}
+    return {k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale")}
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec, btyd_max_customers: int = 200_000) -> DataFrame:
     """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas."""
     saved = str(Path(model_dir) / "saved_model")
-    scale = interval_scale_of(model_dir)
+    scale = calibration_of(model_dir)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = load_saved_model(saved)
         for pdf in batches:
-            out = predict_arrays(model, arrays_from_frame(pdf, spec), interval_scale=scale) if len(pdf) else {}
+            out = predict_arrays(model, arrays_from_frame(pdf, spec), **scale) if len(pdf) else {}
             yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
                                 **{k: out.get(k, np.zeros(0)) for k in
                                    ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})

@@ -118,14 +118,14 @@ def train(plan: dict) -> dict:
                 name = f"epoch-{epoch + 1:04d}"
                 self.model.save_weights(str(checkpoints / name))
                 prev = read_state(checkpoints) or {}
-                best_weights = name if improved else prev.get("best_weights", name)
                 if improved:
                     self.model.save_weights(str(checkpoints / "best"))
                 _write_json(checkpoints / STATE, {"epoch": epoch + 1, "weights": name, "best_loss": self.best,
                                                   "best_epoch": (epoch + 1) if improved else prev.get("best_epoch", epoch + 1),
                                                   "best_weights": "best", "wait": self.wait})
+                # the state now points at this epoch's weights: older epochs' files are no longer needed
                 for old in checkpoints.glob("epoch-*"):
-                    if not old.name.startswith(name) and not old.name.startswith(best_weights):
+                    if not old.name.startswith(name):
                         old.unlink()
                 wrote.append(str(checkpoints / name))
             if self.wait >= patience:
@@ -177,7 +177,7 @@ def calibrate(model, validation_url: str, spec) -> dict:
 
     from customer_value.models import data
     from customer_value.models.network import SPEND
-    from customer_value.models.ziln import interval_scale
+    from customer_value.models.ziln import interval_scale, mean_scale
 
     logits, spend = [], []
     with data.reader(validation_url, data.columns_for(spec), 0, 1, epochs=1) as r:
@@ -185,7 +185,7 @@ def calibrate(model, validation_url: str, spec) -> dict:
             logits.append(np.asarray(model(x, training=False)[SPEND]))
             spend.append(y["spend"].numpy())
     lg, y = np.concatenate(logits), np.concatenate(spend)
-    return {"interval_scale": interval_scale(lg, y), "validation_rows": int(len(y)), "validation_buyers": int((y > 0).sum())}
+    return {"interval_scale": interval_scale(lg, y), "mean_scale": mean_scale(lg, y), "validation_rows": int(len(y)), "validation_buyers": int((y > 0).sum())}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,76 @@
+"""BG/NBD + Gamma-Gamma as inputs: each snapshot's inputs come from a fit on that snapshot alone (a later
+snapshot's rows change nothing earlier), customers without a purchase get nulls, and the spec keeps the horizon
+through the statistics' fit."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
+
+from customer_value.baselines.btyd import BgNbd, simulate_bgnbd
+from customer_value.models.btyd_inputs import (BTYD_INPUTS, HORIZON_KEY, uses_btyd, with_btyd_inputs,
+                                               with_btyd_inputs_per_snapshot, with_btyd_spec)
+from customer_value.models.spec import NUMERIC, FeatureColumn, FeatureSpec, fit_stats, transformed
+
+A, B = date(2024, 1, 1), date(2024, 4, 1)
+COLS = ["customer_id", "snapshot_date", "frequency_days", "bgnbd_x", "bgnbd_t_x", "bgnbd_T", "monetary_total",
+        "monetary_first"]
+
+
+def shop(spark, snapshot: date, seed: int, n: int = 1000):
+    """Buyers drawn from a BG/NBD process, and every tenth customer without a purchase."""
+    rng = np.random.default_rng(seed)
+    T = rng.uniform(100, 400, n)
+    xs, txs = simulate_bgnbd(BgNbd(r=0.6, alpha=40.0, a=0.7, b=3.0), T, rng)
+    rows = []
+    for c in range(n):
+        if c % 10 == 0:
+            rows.append((f"c{c}", snapshot, 0, None, None, None, None, None))
+            continue
+        x, first = int(xs[c]), float(rng.gamma(4, 15))
+        rows.append((f"c{c}", snapshot, x + 1, float(x), float(txs[c]), float(T[c]),
+                     first + x * float(rng.gamma(4, 15)), first))
+    return spark.createDataFrame(rows, "customer_id string, snapshot_date date, frequency_days bigint, bgnbd_x double, "
+                                       "bgnbd_t_x double, bgnbd_T double, monetary_total double, monetary_first double")
+
+
+def ordered(df):
+    return df.orderBy("snapshot_date", "customer_id")
+
+
+def test_each_snapshot_gets_the_inputs_of_its_own_fit(spark):
+    a, b = shop(spark, A, 1), shop(spark, B, 2)
+    both = with_btyd_inputs_per_snapshot(a.unionByName(b), [A, B], 90, 10_000)
+    alone = with_btyd_inputs(a, 90, 10_000)
+    assert_approx_df_equality(ordered(both.where(F.col("snapshot_date") == A)), ordered(alone), 1e-9,
+                              ignore_nullable=True)
+    # a different later snapshot changes nothing at A (no fit pooled across snapshots)
+    other = with_btyd_inputs_per_snapshot(a.unionByName(shop(spark, B, 99)), [A, B], 90, 10_000)
+    assert_approx_df_equality(ordered(other.where(F.col("snapshot_date") == A)), ordered(alone), 1e-9,
+                              ignore_nullable=True)
+    # ... while B's own inputs do change with B's rows
+    changed = ordered(other.where(F.col("snapshot_date") == B)).select("btyd_expected_orders").collect()
+    before = ordered(both.where(F.col("snapshot_date") == B)).select("btyd_expected_orders").collect()
+    assert changed != before
+
+
+def test_customers_without_a_purchase_have_no_btyd_inputs(spark):
+    out = with_btyd_inputs(shop(spark, A, 3), 90, 10_000).toPandas()
+    never = out["frequency_days"] == 0
+    assert never.sum() == 100
+    assert out.loc[never, list(BTYD_INPUTS)].isna().all().all()
+    assert out.loc[~never, list(BTYD_INPUTS)].notna().all().all()
+    assert ((out.loc[~never, "btyd_probability_alive"] > 0) & (out.loc[~never, "btyd_probability_alive"] <= 1)).all()
+    assert (out.loc[~never, "btyd_expected_spend"] > 0).all()
+
+
+def test_the_spec_keeps_the_horizon_through_the_statistics(spark):
+    spec = with_btyd_spec(FeatureSpec([FeatureColumn("frequency_days", NUMERIC, "bigint", "zero")], 1), 90)
+    assert uses_btyd(spec) and spec.numeric_inputs[:5] == ["frequency_days", *BTYD_INPUTS]
+    rows = with_btyd_inputs(shop(spark, A, 4), 90, 10_000).select(
+        "*", *(F.array(F.lit(1.0)).alias(n) for n in ("seq_days_before", "seq_amount", "seq_items")))
+    fitted = fit_stats(transformed(rows, spec), spec)
+    assert fitted.stats[HORIZON_KEY] == 90 and len(fitted.stats["numeric_mean"]) == len(spec.numeric_inputs)
