@@ -65,7 +65,16 @@ def to_tensors(spec: FeatureSpec):
     return convert
 
 
-def dataset(r, spec: FeatureSpec, batch_size: int, drop_remainder: bool = True) -> tf.data.Dataset:
-    """Fixed-size (inputs, targets) batches from an open reader, re-batched without unbatching."""
-    return (make_petastorm_dataset(r).map(to_tensors(spec), num_parallel_calls=1)
-            .rebatch(batch_size, drop_remainder=drop_remainder).prefetch(2))
+def dataset(r, spec: FeatureSpec, batch_size: int, drop_remainder: bool = True,
+            threads: int | None = None) -> tf.data.Dataset:
+    """Fixed-size (inputs, targets) batches from an open reader, re-batched without unbatching. `threads`: the
+    input pipeline's own thread pool (tf.data otherwise sizes it to every core of the machine, and ranks that
+    share a machine then compete for the cores their training threads need)."""
+    ds = (make_petastorm_dataset(r).map(to_tensors(spec), num_parallel_calls=1)
+          .rebatch(batch_size, drop_remainder=drop_remainder).prefetch(2))
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
+    return ds

@@ -141,8 +141,9 @@ def train(plan: dict) -> dict:
         seed_r = seed + 1000 * initial_epoch       # a resumed run does not replay the same row-group order
         with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr, \
                 data.reader(plan["validation_url"], data.columns_for(spec), rank, size, None, seed_r) as va:
-            fit = model.fit(data.dataset(tr, spec, batch), steps_per_epoch=steps, epochs=epochs,
-                            initial_epoch=initial_epoch, validation_data=data.dataset(va, spec, batch),
+            threads = int(plan.get("threads_per_rank", 1))
+            fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
+                            initial_epoch=initial_epoch, validation_data=data.dataset(va, spec, batch, threads=threads),
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
