@@ -62,16 +62,17 @@ def result(spark, tmp_path_factory):
 def test_no_oracle_and_every_model_better_than_random(result):
     assert set(result.metrics) == {RFM, CLV, DeepModel.name}
     assert result.training_snapshots == [date(2023, 10, 7), date(2024, 1, 5), date(2024, 4, 4), date(2024, 7, 3)]
-    # seen with this code: spend Gini 0.821 (BG/NBD) / 0.766 (RFM) / 0.774 (deep), churn ROC-AUC 0.872 / 0.851 /
-    # 0.869 on 2,500 customers; floors 0.03 below, about three standard errors at this size. The deep model does
-    # NOT reach BG/NBD here (the file is drawn from BG/NBD itself, 12 k training rows): an open gap, see
-    # docs/evaluation.md; it must stay ahead of the RFM cells on churn.
+    # seen with this code: spend Gini 0.821 (BG/NBD) / 0.766 (RFM) / 0.818 (deep), churn ROC-AUC 0.872 / 0.851 /
+    # 0.873 on 2,500 customers; floors 0.03 below, about three standard errors at this size. The file is drawn
+    # from BG/NBD itself (the baseline is the true model here, 12 k training rows); the deep model, given
+    # BG/NBD's own predictions as inputs, ties it (docs/evaluation.md). It must stay ahead of the RFM cells.
     floors = {CLV: {"spend_gini": 0.79, "churn_roc_auc": 0.84}, RFM: {"spend_gini": 0.735, "churn_roc_auc": 0.82},
-              DeepModel.name: {"spend_gini": 0.744, "churn_roc_auc": 0.839}}
+              DeepModel.name: {"spend_gini": 0.788, "churn_roc_auc": 0.843}}
     for model, mine in floors.items():
         for metric, floor in mine.items():
             assert result.metrics[model][metric] > floor, (model, metric, result.metrics[model][metric])
-    assert result.metrics[DeepModel.name]["churn_roc_auc"] > result.metrics[RFM]["churn_roc_auc"] + 0.01
+    deep, rfm = result.metrics[DeepModel.name], result.metrics[RFM]
+    assert deep["churn_roc_auc"] > rfm["churn_roc_auc"] + 0.01 and deep["spend_gini"] > rfm["spend_gini"] + 0.03
 
 
 def test_bgnbd_recovers_the_process_behind_the_file(result):
