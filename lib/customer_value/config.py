@@ -50,6 +50,8 @@ class HorovodSettings(_Strict):
     fusion_threshold_mb: float | None = Field(None, ge=0, description="HOROVOD_FUSION_THRESHOLD in MiB; null: Horovod's default.")
     cycle_time_ms: float | None = Field(None, gt=0, description="HOROVOD_CYCLE_TIME; null: Horovod's default.")
     backward_passes_per_step: int = Field(1, ge=1, description="Local gradient steps aggregated per allreduce.")
+    num_groups: int = Field(1, ge=0, description="Gradient allreduces per step (grouped); 0: one per tensor, fused by "
+                                                 "Horovod's cycle.")
 
 
 class TrainingConfig(_Strict):

@@ -78,7 +78,10 @@ def train(plan: dict) -> dict:
                                    average_aggregated_gradients=True,
                                    # embedding gradients are IndexedSlices; as dense tensors they fuse with the
                                    # rest and can be aggregated locally (the tables are tiny)
-                                   sparse_as_dense=True)
+                                   sparse_as_dense=True,
+                                   # one grouped allreduce per step: one negotiation instead of one per tensor
+                                   # (the per-step latency that holds CPU ranks back)
+                                   num_groups=int(plan.get("horovod", {}).get("num_groups", 1)))
     model.compile(optimizer=opt,
                   loss={SPEND: ziln_loss, CHURN: churn_loss},
                   loss_weights={SPEND: 1.0, CHURN: float(plan.get("churn_loss_weight", 1.0))})
