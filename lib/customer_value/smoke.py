@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value.config import Config
+from customer_value.models.fit import horovodrun_module
 from customer_value.schemas import SMOKE_CUSTOMERS, SMOKE_FEATURES, SMOKE_SCORES
 from customer_value.scoring.model_udf import score_with_model
 from customer_value.tables import Tables
@@ -71,18 +71,11 @@ def training_set(spark: SparkSession, rows: int, partitions: int) -> DataFrame:
     return df.withColumn("label", label.cast("float"))
 
 
-def horovodrun_command(num_proc: int, module: str, args: list[str]) -> list[str]:
-    """`horovodrun -np N --gloo` on this host, running `python -m module` with this interpreter."""
-    horovodrun = Path(sys.executable).with_name("horovodrun")
-    exe = str(horovodrun) if horovodrun.exists() else (shutil.which("horovodrun") or "horovodrun")
-    return [exe, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo", sys.executable, "-m", module, *args]
-
-
 def train_with_horovod(data_url: str, out_dir: Path, num_proc: int) -> list[dict]:
     """Launch the smoke training on `num_proc` Horovod processes; return each rank's report."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    cmd = horovodrun_command(
+    cmd = horovodrun_module(
         num_proc, "customer_value.training.smoke_train", ["--data-url", data_url, "--out", str(out_dir)]
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")

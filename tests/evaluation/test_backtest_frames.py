@@ -7,7 +7,8 @@ from datetime import date
 import pandas as pd
 from chispa import assert_df_equality
 
-from customer_value.evaluation.backtest import canonical_rows, model_versions, side_by_side, with_fallback
+from customer_value.evaluation.backtest import canonical_rows, model_versions, side_by_side
+from customer_value.evaluation.models import with_fallback
 
 S = date(2025, 10, 1)
 PRED = "customer_id string, predicted_spend double, churn_probability double"

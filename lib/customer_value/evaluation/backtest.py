@@ -29,7 +29,7 @@ from customer_value.baselines.clv import ClvModel
 from customer_value.cleaning.pseudonymise import load_key, pseudonym
 from customer_value.config import Config
 from customer_value.evaluation.models import (PREDICTION_COLUMNS, BacktestData, BacktestModel, BgNbdGammaGamma, Oracle,
-                                               RfmRules, standard_columns, with_fallback)  # noqa: F401
+                                               RfmRules, snapshots_before, standard_columns)
 from customer_value.evaluation.report import vs_oracle, write_report
 from customer_value.features.run import read_silver, write_snapshot_features
 from customer_value.labels.build import customer_labels
@@ -62,15 +62,7 @@ def _log(msg: str) -> None:
 def training_snapshots(snapshot: date, horizon_days: int, first_day: date, min_history_days: int,
                        max_count: int) -> list[date]:
     """S - H, S - 2H, ... while at least `min_history_days` of data precede them; oldest first."""
-    out = []
-    k = 1
-    while len(out) < max_count:
-        s = snapshot - timedelta(days=k * horizon_days)
-        if (s - first_day).days < min_history_days:
-            break
-        out.append(s)
-        k += 1
-    return sorted(out)
+    return snapshots_before(snapshot, horizon_days, first_day, min_history_days, max_count, horizon_days)
 
 
 def report_location(cfg: Config, snapshot: date, horizon_days: int) -> str:

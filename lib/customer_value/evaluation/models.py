@@ -29,6 +29,18 @@ def _log(msg: str) -> None:
     print(f"[backtest] {msg}", flush=True)
 
 
+def snapshots_before(snapshot: date, horizon_days: int, first_day: date, min_history_days: int, count: int,
+                     step_days: int) -> list[date]:
+    """Training snapshots for a backtest at S: S - H, S - H - step, ... (so every label ends by S), at most
+    `count`, each with `min_history_days` of data before it; oldest first."""
+    out = []
+    s = snapshot - timedelta(days=horizon_days)
+    while len(out) < count and (s - first_day).days >= min_history_days:
+        out.append(s)
+        s -= timedelta(days=step_days)
+    return sorted(out)
+
+
 @dataclass
 class BacktestData:
     """What models may learn from for a backtest at S: features and labels of snapshots whose horizon ends by S
@@ -46,12 +58,8 @@ class BacktestData:
 
     def snapshots(self, count: int, step_days: int) -> list[date]:
         """S - H, S - H - step, ... (oldest first): labels end by S; each with `min_history_days` before it."""
-        out = []
-        s = self.snapshot - timedelta(days=self.horizon_days)
-        while len(out) < count and (s - self.first_day).days >= self.cfg.backtest.min_history_days:
-            out.append(s)
-            s -= timedelta(days=step_days)
-        return sorted(out)
+        return snapshots_before(self.snapshot, self.horizon_days, self.first_day, self.cfg.backtest.min_history_days,
+                                count, step_days)
 
     def features(self, s: date) -> DataFrame:
         if ("f", s) not in self._cache:

@@ -111,12 +111,16 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
                        [str(s) for s in snapshots], horizon_days, versions, spec)
 
 
-def horovodrun_command(num_proc: int, plan_path: str) -> list[str]:
-    """`horovodrun -np N --gloo` on this host, each rank `python -m customer_value.models.train`."""
+def horovodrun_module(num_proc: int, module: str, args: list[str]) -> list[str]:
+    """`horovodrun -np N --gloo` on this host, running `python -m module args` with this interpreter."""
     horovodrun = Path(sys.executable).with_name("horovodrun")
     exe = str(horovodrun) if horovodrun.exists() else (shutil.which("horovodrun") or "horovodrun")
-    return [exe, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo",
-            sys.executable, "-m", "customer_value.models.train", "--plan", plan_path]
+    return [exe, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo", sys.executable, "-m", module, *args]
+
+
+def horovodrun_command(num_proc: int, plan_path: str) -> list[str]:
+    """The product's training ranks: `customer_value.models.train --plan P` on N processes."""
+    return horovodrun_module(num_proc, "customer_value.models.train", ["--plan", plan_path])
 
 
 def horovod_env(plan: dict) -> dict[str, str]:
