@@ -72,9 +72,17 @@ def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None,
             msg += f", no labels (the {fc.horizon_days}-day horizon ends after {today})"
         _log(f"{msg} ({time.perf_counter() - t0:.1f} s)")
     if labelled:
-        in_list = ", ".join(f"'{s}'" for s in labelled)
-        feats = tables.read(spark, "gold.customer_features").where(f"snapshot_date IN ({in_list})")
-        labels = tables.read(spark, "gold.customer_labels").where(f"snapshot_date IN ({in_list})")
-        tables.write(training_set(feats, labels), "gold.training_set", replace_where=f"snapshot_date IN ({in_list})")
+        write_training_set(spark, tables, labelled)
         _log(f"gold.training_set: snapshots {', '.join(map(str, labelled))}")
     return labelled
+
+
+def write_training_set(spark: SparkSession, tables: Tables, snapshots: list[date]) -> None:
+    """gold.training_set for these snapshots (features ⋈ labels), one `replaceWhere` commit. mergeSchema, as for
+    gold.customer_features: a feature added to the catalogue becomes a new column (null in older snapshots)
+    instead of failing every rerun on a store that already holds the table."""
+    in_list = ", ".join(f"'{s}'" for s in snapshots)
+    feats = tables.read(spark, "gold.customer_features").where(f"snapshot_date IN ({in_list})")
+    labels = tables.read(spark, "gold.customer_labels").where(f"snapshot_date IN ({in_list})")
+    tables.write(training_set(feats, labels), "gold.training_set", replace_where=f"snapshot_date IN ({in_list})",
+                 options={"mergeSchema": "true"})
