@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from scipy.optimize import brentq
 from scipy.special import expit, ndtri
 
 SIGMA_FLOOR = 1e-3   # keeps the lognormal's scale away from 0 (the likelihood explodes there)
@@ -62,7 +63,7 @@ def expected_spend(logits: np.ndarray, sigma_scale: float = 1.0) -> np.ndarray:
 
 def mean_scale(logits: np.ndarray, spend: np.ndarray, min_rows: int = 200) -> float:
     """The factor k ∈ [0, 1] on σ in the mean that makes held-out rows' expected spend add up to their actual
-    spend (bisection; the expectation grows with k).
+    spend (a root of a sum that grows with k, by scipy's brentq).
 
     Why: exp(μ + σ²/2) leans on the lognormal's right tail; where the buyers' real spend has a lighter or
     shorter tail than the fitted lognormal (a wide σ fitted on a few thousand buyers), it overstates the mean, and
@@ -76,11 +77,7 @@ def mean_scale(logits: np.ndarray, spend: np.ndarray, min_rows: int = 200) -> fl
         return 1.0
     if expected_spend(logits, 0.0).sum() >= target:
         return 0.0
-    lo, hi = 0.0, 1.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expected_spend(logits, mid).sum() < target else (lo, mid)
-    return (lo + hi) / 2
+    return float(brentq(lambda k: expected_spend(logits, k).sum() - target, 0.0, 1.0, xtol=1e-6))
 
 
 def spend_quantile_if_buying(logits: np.ndarray, q: float, sigma_scale: float = 1.0) -> np.ndarray:
