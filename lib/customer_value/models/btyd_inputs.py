@@ -16,6 +16,7 @@ purchase have no BG/NBD figures: null, which the spec's `indicator` policy turns
 from __future__ import annotations
 
 from datetime import date
+from functools import reduce
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -57,12 +58,9 @@ def with_btyd_inputs(features: DataFrame, horizon_days: int, max_customers: int)
 def with_btyd_inputs_per_snapshot(features: DataFrame, snapshots: list[date], horizon_days: int,
                                   max_customers: int) -> DataFrame:
     """Features of several snapshots, each with the inputs of its own snapshot's fit."""
-    parts = [with_btyd_inputs(features.where(F.col("snapshot_date") == F.lit(s)), horizon_days, max_customers)
-             for s in snapshots]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out
+    return reduce(DataFrame.unionByName,
+                  [with_btyd_inputs(features.where(F.col("snapshot_date") == F.lit(s)), horizon_days, max_customers)
+                   for s in snapshots])
 
 
 def prepared(features: DataFrame, spec: FeatureSpec, max_customers: int) -> DataFrame:

@@ -9,9 +9,11 @@ A finite pass (`epochs=1`: shard sizes, calibration) reads through Petastorm's s
 its thread pool can end a finite pass early. Its `get_results` checks "every worker is idle" and "the ventilator
 has finished" one after the other, so when the ventilator hands out the remaining row groups between the two
 checks the reader stops with them unread (petastorm 0.13.1; about every second one-pass read of a 7-row-group
-shard here lost 3 of them). An endless reader (`epochs=None`, training) never sees a finished ventilator. Every rank must run the same number of steps per epoch (a rank that finishes early
-leaves the others waiting in an allreduce forever), so the step count comes from the smallest shard
-(`steps_per_epoch`), and the reader repeats its shard endlessly.
+shard here lost 3 of them). An endless reader (`epochs=None`, training) never sees a finished ventilator.
+
+Every rank must run the same number of steps per epoch (a rank that finishes early leaves the others waiting
+in an allreduce forever), so the step count comes from the smallest shard (`steps_per_epoch`), and the reader
+repeats its shard endlessly.
 """
 
 from __future__ import annotations

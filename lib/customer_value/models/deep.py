@@ -64,7 +64,8 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
     p, _, _ = distribution(lg)
-    return {"predicted_spend": expected_spend(lg, mean_scale), "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
+    return {"predicted_spend": expected_spend(lg, mean_scale),
+            "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
             "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1, interval_scale),
             "spend_p90": spend_quantile_if_buying(lg, 0.9, interval_scale)}
 
@@ -76,7 +77,8 @@ def calibration_of(model_dir: str | Path) -> dict[str, float]:
     return {k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale")}
 
 
-def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec, btyd_max_customers: int = 200_000) -> DataFrame:
+def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
+                btyd_max_customers: int = 200_000) -> DataFrame:
     """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas."""
     saved = str(Path(model_dir) / "saved_model")
     scale = calibration_of(model_dir)

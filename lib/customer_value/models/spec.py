@@ -167,7 +167,8 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
         counts = train.groupBy(name).count().where(F.col("count") >= min_count).collect()
         ordered = sorted(((r["count"], r[name]) for r in counts if r[name] != UNKNOWN), key=lambda t: (-t[0], t[1]))
         vocab[name] = [v for _, v in ordered[:max_vocabulary]]
-    spec.stats = {**spec.stats, "numeric_mean": mean, "numeric_std": std, "sequence_mean": seq_mean, "sequence_std": seq_std,
+    spec.stats = {**spec.stats, "numeric_mean": mean, "numeric_std": std, "sequence_mean": seq_mean,
+                  "sequence_std": seq_std,
                   "vocabularies": vocab}
     return spec
 

@@ -53,7 +53,8 @@ def train(plan: dict) -> dict:
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
-    _threads(int(plan.get("threads_per_rank", 1)))
+    threads = int(plan.get("threads_per_rank", 1))
+    _threads(threads)
     seed = int(plan["seed"])
     tf.keras.utils.set_random_seed(seed)
     spec = FeatureSpec.from_json(Path(plan["spec"]).read_text())
@@ -144,7 +145,6 @@ def train(plan: dict) -> dict:
         seed_r = seed + 1000 * initial_epoch       # a resumed run does not replay the same row-group order
         with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr, \
                 data.reader(plan["validation_url"], data.columns_for(spec), rank, size, None, seed_r) as va:
-            threads = int(plan.get("threads_per_rank", 1))
             fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
                             initial_epoch=initial_epoch, validation_data=data.dataset(va, spec, batch, threads=threads),
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
@@ -189,7 +189,8 @@ def calibrate(model, validation_url: str, spec) -> dict:
             logits.append(np.asarray(model(x, training=False)[SPEND]))
             spend.append(y["spend"].numpy())
     lg, y = np.concatenate(logits), np.concatenate(spend)
-    return {"interval_scale": interval_scale(lg, y), "mean_scale": mean_scale(lg, y), "validation_rows": int(len(y)), "validation_buyers": int((y > 0).sum())}
+    return {"interval_scale": interval_scale(lg, y), "mean_scale": mean_scale(lg, y), "validation_rows": int(len(y)),
+            "validation_buyers": int((y > 0).sum())}
 
 
 def main(argv: list[str] | None = None) -> None:
