@@ -14,6 +14,12 @@ shard here lost 3 of them). An endless reader (`epochs=None`, training) never se
 Every rank must run the same number of steps per epoch (a rank that finishes early leaves the others waiting
 in an allreduce forever), so the step count comes from the smallest shard (`steps_per_epoch`), and the reader
 repeats its shard endlessly.
+
+Validation reads the same rows every epoch (`fresh_pass`): Keras makes a new iterator over the validation data
+each epoch and drops the old one with whatever its prefetch had already taken from the reader, so a validation
+set drawn from one long-lived reader starts each epoch at a point that depends on thread timing, and the
+validation loss (early stopping, the learning-rate plateau, the best checkpoint) differed between two runs of
+the same seed and data.
 """
 
 from __future__ import annotations
@@ -45,6 +51,22 @@ def shard_keys(url: str, rank: int, size: int) -> list[int]:
         return [int(k) for batch in r for k in batch.row_key]
 
 
+def fresh_pass(url: str, columns: Sequence[str], rank: int, size: int) -> tf.data.Dataset:
+    """Rank `rank`'s shard as Petastorm batches, read from the start by a new finite reader each time the dataset
+    is iterated: every epoch's validation sees the same rows in the same order (see the module's docstring)."""
+    with reader(url, columns, rank, size, epochs=1) as probe:
+        element = make_petastorm_dataset(probe).element_spec       # a namedtuple of TensorSpecs
+    fields, row = element._fields, type(element)
+
+    def batches():
+        with reader(url, columns, rank, size, epochs=1) as r:
+            for b in r:
+                yield tuple(getattr(b, f).astype(element[i].dtype.as_numpy_dtype, copy=False)
+                            for i, f in enumerate(fields))
+
+    return tf.data.Dataset.from_generator(batches, output_signature=tuple(element)).map(lambda *xs: row(*xs))
+
+
 def columns_for(spec: FeatureSpec) -> list[str]:
     """The training set's columns the network reads (the packed layout of `spec.packed`) and the labels."""
     return [NUMERIC_BLOCK, SEQUENCE_BLOCK, *spec.categorical_inputs, *LABELS]
@@ -69,10 +91,11 @@ def to_tensors(spec: FeatureSpec):
 
 def dataset(r, spec: FeatureSpec, batch_size: int, drop_remainder: bool = True,
             threads: int | None = None) -> tf.data.Dataset:
-    """Fixed-size (inputs, targets) batches from an open reader, re-batched without unbatching. `threads`: the
-    input pipeline's own thread pool (tf.data otherwise sizes it to every core of the machine, and ranks that
-    share a machine then compete for the cores their training threads need)."""
-    ds = (make_petastorm_dataset(r).map(to_tensors(spec), num_parallel_calls=1)
+    """Fixed-size (inputs, targets) batches from an open reader, or from a `fresh_pass` dataset, re-batched
+    without unbatching. `threads`: the input pipeline's own thread pool (tf.data otherwise sizes it to every core
+    of the machine, and ranks that share a machine then compete for the cores their training threads need)."""
+    source = r if isinstance(r, tf.data.Dataset) else make_petastorm_dataset(r)
+    ds = (source.map(to_tensors(spec), num_parallel_calls=1)
           .rebatch(batch_size, drop_remainder=drop_remainder).prefetch(2))
     if threads:
         options = tf.data.Options()

@@ -143,10 +143,11 @@ def train(plan: dict) -> dict:
     history: dict = {}
     if initial_epoch < epochs and wait < patience:
         seed_r = seed + 1000 * initial_epoch       # a resumed run does not replay the same row-group order
-        with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr, \
-                data.reader(plan["validation_url"], data.columns_for(spec), rank, size, None, seed_r) as va:
+        va = data.fresh_pass(plan["validation_url"], data.columns_for(spec), rank, size)
+        with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr:
             fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
-                            initial_epoch=initial_epoch, validation_data=data.dataset(va, spec, batch, threads=threads),
+                            initial_epoch=initial_epoch,
+                            validation_data=data.dataset(va, spec, batch, threads=threads).take(val_steps),
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
