@@ -96,7 +96,9 @@ def test_training_used_only_snapshots_before_s(backtest):
 # this code): spend Gini 0.820 / 0.756 / 0.933 and churn ROC-AUC 0.855 / 0.834 / 0.953 (BG/NBD, RFM, oracle).
 # Floors sit 0.03 below them: about three standard errors of these metrics at this size, so a change that only
 # reshuffles a few customers passes and a real regression (a lost feature, a broken fit) does not.
-# The deep model (the test's training config: 6 snapshots, 2 towers; conftest.TRAINING) reaches 0.841 / 0.884.
+# The deep model (the test's training config: 6 snapshots, 2 towers; conftest.TRAINING) reaches 0.838 / 0.884
+# (training seeds 8 and 9: 0.851 / 0.886 and 0.847 / 0.885). Its training is deterministic for a seed; a run
+# whose validation rows moved between epochs (fixed) once reached only 0.823.
 FLOORS = {CLV: {"spend_gini": 0.79, "churn_roc_auc": 0.825}, RFM: {"spend_gini": 0.725, "churn_roc_auc": 0.805},
           DEEP: {"spend_gini": 0.811, "churn_roc_auc": 0.854}}
 
@@ -111,7 +113,7 @@ def test_models_reach_their_level_and_trail_the_oracle(backtest):
             assert m[ORACLE][metric] - m[model][metric] > 0.05, (model, metric)
     # BG/NBD + Gamma-Gamma ranks spend and churn better than the RFM cells (seen: +0.064 Gini, +0.021 ROC-AUC)
     assert m[CLV]["spend_gini"] > m[RFM]["spend_gini"] + 0.03 and m[CLV]["churn_roc_auc"] > m[RFM]["churn_roc_auc"]
-    # the deep model ranks both better than BG/NBD (seen: +0.021 Gini, +0.029 ROC-AUC on this small shop; on the
+    # the deep model ranks both better than BG/NBD (seen: +0.018 Gini, +0.028 ROC-AUC on this small shop; on the
     # demo's 20,000 customers with the product's config +0.054 / +0.038, docs/evaluation.md)
     assert m[DEEP]["spend_gini"] > m[CLV]["spend_gini"] + 0.01 and m[DEEP]["churn_roc_auc"] > m[CLV]["churn_roc_auc"] + 0.015
     assert 0.7 < m[DEEP]["interval_coverage_buyers"] < 0.9

@@ -298,3 +298,28 @@ def oracle_ratios(model_metrics: dict[str, float], oracle_metrics: dict[str, flo
         ok = math.isfinite(reference) and reference != 0.0
         out[f"{name}_vs_oracle"] = float(value) / reference if ok else NAN
     return out
+
+
+def paired_difference(metric, actual, first, second, resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, float]:
+    """`metric(actual, first) - metric(actual, second)` and its paired percentile-bootstrap interval.
+
+    Why: on a few thousand customers a spend Gini moves by about 0.01 from one sample of customers to another,
+    so whether one model leads another needs the interval, not the two figures. Both models are scored on the
+    same resample of customers each time, so what they have in common cancels. `metric` takes (actual,
+    predicted) and returns a float (`normalised_gini`, or a churn ROC-AUC); resamples where it is NaN are left
+    out. Same inputs and seed → the same interval."""
+    a, x, y = (np.asarray(v, dtype=float) for v in (actual, first, second))
+    if not len(a) == len(x) == len(y):
+        raise ValueError("actual and both predictions must have one entry per customer")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(a), len(a))
+        diffs.append(metric(a[i], x[i]) - metric(a[i], y[i]))
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = (np.percentile(d, [tail, 100.0 - tail]) if len(d) else (NAN, NAN))
+    return {"difference": float(metric(a, x) - metric(a, y)), "low": float(low), "high": float(high),
+            "resamples": int(len(d))}
