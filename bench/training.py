@@ -6,11 +6,13 @@ Builds a training set with the model's real input layout (the feature spec of th
 inputs, 5 categoricals, the flattened order sequence; random values) as Parquet with the product's layout (two
 array columns, `spec.packed`) and row groups,
 then prints, measured in this one run:
-  1. rows/s of the training input pipeline (`models.data.dataset`: Petastorm row-group batches → tf.data,
-     vectorised re-batching) ÷ rows/s of the same rows from memory (`from_tensor_slices(...).batch`):
-     target ≥ 0.9;
+  1. rows/s of the training input pipeline (`models.data.dataset` over the endless reader training uses:
+     Petastorm row-group batches → tf.data, vectorised re-batching) ÷ rows/s of the same rows from memory
+     (`from_tensor_slices(...).batch`): target ≥ 0.9;
   2. global training samples/s of `horovodrun -np 2` ÷ `-np 1`, one TensorFlow thread per rank, the product's
      training code and the `training.horovod` knobs of the configuration: target ≥ 1.4.
+Each is the best of `--trials` alternating trials (default 3): this shared 2-core machine runs either side up to
+2x slower at random moments, and one pair of runs measured that instead of the code.
 """
 
 from __future__ import annotations
@@ -64,9 +66,11 @@ def stats_for(spec) -> None:
 
 
 def loader_rate(url: str, spec, batch: int, passes: int) -> float:
-    """rows/s of the training input pipeline over `passes` passes of the whole set (one rank)."""
-    with data.reader(url, data.columns_for(spec), 0, 1, epochs=passes, seed=1) as r:
-        ds = data.dataset(r, spec, batch)
+    """rows/s of the training input pipeline (one rank, the endless reader training uses) over as many rows as
+    `passes` passes of the whole set hold."""
+    rows = passes * pq.ParquetDataset(url.replace("file://", "")).read(columns=[data.ROW_KEY]).num_rows
+    with data.reader(url, data.columns_for(spec), 0, 1, epochs=None, seed=1) as r:
+        ds = data.dataset(r, spec, batch).take(rows // batch)
         t0, n = time.perf_counter(), 0
         for x, _ in ds:
             n += int(x["numeric"].shape[0])
@@ -98,6 +102,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=3,
+                        help="alternating trials of each measurement (loader/memory, -np 1/-np 2); the best of each")
+    parser.add_argument("--parts", default="loader,horovod", help="which measurements: loader, horovod or both")
     args = parser.parse_args()
     cfg = load_config(Path(args.conf), args.overrides)
     tc = cfg.training
@@ -117,30 +124,41 @@ def main() -> None:
 
         import tensorflow as tf
 
+        parts = set(args.parts.split(","))
         tf.config.threading.set_intra_op_parallelism_threads(tc.threads_per_rank)
         tf.config.threading.set_inter_op_parallelism_threads(tc.threads_per_rank)
-        loader_rate(train, spec, tc.batch_size, 1)            # warm the page cache and the graph
-        memory_rate(train, spec, tc.batch_size, 1)
-        pet = loader_rate(train, spec, tc.batch_size, 2)
-        mem = memory_rate(train, spec, tc.batch_size, 2)
-        print(f"loader  Petastorm -> tf.data {pet:>12,.0f} rows/s | from memory {mem:>12,.0f} rows/s | "
-              f"ratio {pet / mem:.2f} (target >= 0.9)", flush=True)
+        if "loader" in parts:
+            loader_rate(train, spec, tc.batch_size, 1)            # warm the page cache and the graph
+            memory_rate(train, spec, tc.batch_size, 1)
+            # alternating trials, the best of each: this shared 2-core machine slows either one by up to 2x
+            # at random moments, and a single pair of runs measured that rather than the loader
+            trials = [(loader_rate(train, spec, tc.batch_size, 2), memory_rate(train, spec, tc.batch_size, 2))
+                      for _ in range(args.trials)]
+            pet, mem = max(t[0] for t in trials), max(t[1] for t in trials)
+            print(f"loader  Petastorm -> tf.data {pet:>12,.0f} rows/s | from memory {mem:>12,.0f} rows/s | "
+                  f"ratio {pet / mem:.2f} (target >= 0.9; best of {args.trials} alternating trials each: "
+                  f"{', '.join(f'{p:,.0f}/{m:,.0f}' for p, m in trials)})", flush=True)
 
-        rates = {}
-        for n in (1, 2):
-            plan = {"train_url": train, "validation_url": val, "spec": str(tmp / "spec.json"),
-                    "network": tc.network.model_dump(), "seed": tc.seed, "epochs": args.epochs, "patience": 1000,
-                    "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "threads_per_rank": 1,
-                    "horovod": tc.horovod.model_dump(), "backward_passes_per_step": tc.horovod.backward_passes_per_step,
-                    "checkpoint_dir": str(tmp / f"np{n}" / "ckpt"), "out_dir": str(tmp / f"np{n}" / "model"),
-                    "report_dir": str(tmp / f"np{n}" / "ranks")}
-            reports = run_horovodrun(plan, n)
-            rates[n] = reports[0]["samples_per_second"]
-            print(f"horovodrun -np {n}: {rates[n]:>10,.0f} samples/s global ({reports[0]['steps_per_epoch']} steps "
-                  f"of {tc.batch_size} per rank per epoch; epochs 2-{args.epochs}: "
-                  f"{', '.join(f'{s:.1f}' for s in reports[0]['train_seconds'][1:])} s)", flush=True)
-        print(f"horovod -np 2 / -np 1: {rates[2] / rates[1]:.2f} (target >= 1.4); knobs: batch {tc.batch_size}/rank, "
-              f"{json.dumps(tc.horovod.model_dump())}", flush=True)
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for trial in range(args.trials if "horovod" in parts else 0):
+            for n in (1, 2):                                   # alternating, the best of each (as above)
+                plan = {"train_url": train, "validation_url": val, "spec": str(tmp / "spec.json"),
+                        "network": tc.network.model_dump(), "seed": tc.seed, "epochs": args.epochs,
+                        "patience": 1000, "batch_size": tc.batch_size, "learning_rate": tc.learning_rate,
+                        "threads_per_rank": 1, "horovod": tc.horovod.model_dump(),
+                        "backward_passes_per_step": tc.horovod.backward_passes_per_step,
+                        "checkpoint_dir": str(tmp / f"np{n}-{trial}" / "ckpt"),
+                        "out_dir": str(tmp / f"np{n}-{trial}" / "model"),
+                        "report_dir": str(tmp / f"np{n}-{trial}" / "ranks")}
+                reports = run_horovodrun(plan, n)
+                rates[n].append(reports[0]["samples_per_second"])
+                print(f"horovodrun -np {n}: {rates[n][-1]:>10,.0f} samples/s global ({reports[0]['steps_per_epoch']} "
+                      f"steps of {tc.batch_size} per rank per epoch; epochs 2-{args.epochs}: "
+                      f"{', '.join(f'{s:.1f}' for s in reports[0]['train_seconds'][1:])} s)", flush=True)
+        if rates[1]:
+            print(f"horovod -np 2 / -np 1: {max(rates[2]) / max(rates[1]):.2f} (target >= 1.4; best of "
+                  f"{args.trials} alternating trials each); knobs: batch {tc.batch_size}/rank, "
+                  f"{json.dumps(tc.horovod.model_dump())}", flush=True)
 
 
 if __name__ == "__main__":
