@@ -44,6 +44,8 @@ class NetworkSettings(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     towers: int = Field(1, ge=1, description="Independent trunks and heads over the shared inputs, averaged.")
+    wide: bool = Field(False, description="A linear path from the normalised numeric inputs to every head "
+                                          "(wide & deep); measured on the transactions file, not yet on the shop.")
 
 
 class HorovodSettings(_Strict):

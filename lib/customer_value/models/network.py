@@ -26,6 +26,7 @@ class NetworkConfig:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
     towers: int = 1                       # independent trunks + heads over the shared inputs, averaged
+    wide: bool = False                    # a linear path from the normalised numeric inputs to every head
 
 
 def input_names(spec: FeatureSpec) -> list[str]:
@@ -74,8 +75,12 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
             h = layers.Dense(units, activation="relu", name=f"trunk_{i}{tag}")(h)
             if cfg.dropout:
                 h = layers.Dropout(cfg.dropout, name=f"trunk_dropout_{i}{tag}")(h)
-        spends.append(layers.Dense(3, name=f"{SPEND}_head{tag}")(h))
-        churns.append(layers.Dense(1, name=f"{CHURN}_head{tag}")(h))
+        spend_t, churn_t = layers.Dense(3, name=f"{SPEND}_head{tag}")(h), layers.Dense(1, name=f"{CHURN}_head{tag}")(h)
+        if cfg.wide:    # wide & deep: what is linear in the inputs (BG/NBD's predictions) need not pass the trunk
+            spend_t = layers.Add()([spend_t, layers.Dense(3, use_bias=False, name=f"{SPEND}_wide{tag}")(numeric)])
+            churn_t = layers.Add()([churn_t, layers.Dense(1, use_bias=False, name=f"{CHURN}_wide{tag}")(numeric)])
+        spends.append(spend_t)
+        churns.append(churn_t)
     # outputs: spend logits [n, 3] and churn logits [n, 1]; with towers [n, towers, 3] and [n, towers], which a
     # prediction averages (models.ziln, models.deep.predict_arrays)
     if cfg.towers == 1:

@@ -1,0 +1,38 @@
+"""The network's wide path: with the trunk's heads silenced, the outputs are the normalised numeric inputs times
+the wide kernels, exactly; without `wide` the model has no such path."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network
+from customer_value.models.spec import SEQUENCE_CHANNELS
+from tests.models.test_data import small_spec
+
+
+def spec_with_stats():
+    spec = small_spec()
+    n = len(spec.numeric_inputs)
+    spec.stats = {"numeric_mean": [1.0] * n, "numeric_std": [2.0] * n,
+                  "sequence_mean": [0.0] * len(SEQUENCE_CHANNELS), "sequence_std": [1.0] * len(SEQUENCE_CHANNELS),
+                  "vocabularies": {c: ["a", "b"] for c in spec.categorical_inputs}}
+    return spec
+
+
+def test_the_wide_path_is_linear_in_the_normalised_inputs():
+    spec = spec_with_stats()
+    model = build_network(spec, NetworkConfig(hidden=(4,), sequence_units=2, embedding_dim=2, dropout=0.0, wide=True))
+    for layer in (f"{SPEND}_head", f"{CHURN}_head"):
+        model.get_layer(layer).set_weights([np.zeros_like(w) for w in model.get_layer(layer).get_weights()])
+    rng = np.random.default_rng(1)
+    w_spend, w_churn = rng.normal(size=(3, 3)).astype(np.float32), rng.normal(size=(3, 1)).astype(np.float32)
+    model.get_layer(f"{SPEND}_wide").set_weights([w_spend])
+    model.get_layer(f"{CHURN}_wide").set_weights([w_churn])
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    out = model({"numeric": x, "cat_channel": np.zeros(5, np.int32),
+                 "sequence": rng.random((5, len(spec.sequence_inputs))).astype(np.float32)}, training=False)
+    normalised = (x - 1.0) / 2.0
+    np.testing.assert_allclose(out[SPEND].numpy(), normalised @ w_spend, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[CHURN].numpy(), normalised @ w_churn, rtol=1e-5, atol=1e-6)
+    plain = build_network(spec, NetworkConfig(hidden=(4,), sequence_units=2, embedding_dim=2, dropout=0.0))
+    assert not [layer.name for layer in plain.layers if "wide" in layer.name]
