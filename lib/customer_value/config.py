@@ -45,7 +45,8 @@ class NetworkSettings(_Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     towers: int = Field(1, ge=1, description="Independent trunks and heads over the shared inputs, averaged.")
     wide: bool = Field(False, description="A linear path from the normalised numeric inputs to every head "
-                                          "(wide & deep); measured on the transactions file, not yet on the shop.")
+                                          "(wide & deep). Off: it ties BG/NBD on a transactions-only file but "
+                                          "costs the shop its lead (docs/evaluation.md).")
 
 
 class HorovodSettings(_Strict):
