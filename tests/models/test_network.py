@@ -36,3 +36,13 @@ def test_the_wide_path_is_linear_in_the_normalised_inputs():
     np.testing.assert_allclose(out[CHURN].numpy(), normalised @ w_churn, rtol=1e-5, atol=1e-6)
     plain = build_network(spec, NetworkConfig(hidden=(4,), sequence_units=2, embedding_dim=2, dropout=0.0))
     assert not [layer.name for layer in plain.layers if "wide" in layer.name]
+
+
+def test_wide_inputs_pick_the_named_inputs_only():
+    spec = spec_with_stats()
+    model = build_network(spec, NetworkConfig(hidden=(4,), sequence_units=2, embedding_dim=2, dropout=0.0, wide=True,
+                                              wide_inputs=("recency",)))
+    assert model.get_layer(f"{SPEND}_wide").get_weights()[0].shape == (2, 3)    # recency and recency__missing
+    pick = model.get_layer("wide_pick").get_weights()[0]
+    np.testing.assert_array_equal(pick, [[0, 0], [1, 0], [0, 1]])
+    assert not model.get_layer("wide_pick").trainable_weights

@@ -27,6 +27,7 @@ class NetworkConfig:
     dropout: float = 0.1
     towers: int = 1                       # independent trunks + heads over the shared inputs, averaged
     wide: bool = False                    # a linear path from the normalised numeric inputs to every head
+    wide_inputs: tuple[str, ...] = ()     # name prefixes of the numeric inputs the wide path reads; (): all
 
 
 def input_names(spec: FeatureSpec) -> list[str]:
@@ -66,6 +67,7 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
         else:
             raise ValueError(f"unknown sequence_branch {cfg.sequence_branch!r}: conv1d, gru or none")
     x = layers.Concatenate(name="all_inputs")(parts)
+    wide_in = _wide_inputs(numeric, spec, cfg) if cfg.wide else None
     spends, churns = [], []
     for t in range(cfg.towers):
         # tower 0 keeps the single-tower layer names, so a one-tower model reads as before
@@ -77,8 +79,8 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
                 h = layers.Dropout(cfg.dropout, name=f"trunk_dropout_{i}{tag}")(h)
         spend_t, churn_t = layers.Dense(3, name=f"{SPEND}_head{tag}")(h), layers.Dense(1, name=f"{CHURN}_head{tag}")(h)
         if cfg.wide:    # wide & deep: what is linear in the inputs (BG/NBD's predictions) need not pass the trunk
-            spend_t = layers.Add()([spend_t, layers.Dense(3, use_bias=False, name=f"{SPEND}_wide{tag}")(numeric)])
-            churn_t = layers.Add()([churn_t, layers.Dense(1, use_bias=False, name=f"{CHURN}_wide{tag}")(numeric)])
+            spend_t = layers.Add()([spend_t, layers.Dense(3, use_bias=False, name=f"{SPEND}_wide{tag}")(wide_in)])
+            churn_t = layers.Add()([churn_t, layers.Dense(1, use_bias=False, name=f"{CHURN}_wide{tag}")(wide_in)])
         spends.append(spend_t)
         churns.append(churn_t)
     # outputs: spend logits [n, 3] and churn logits [n, 1]; with towers [n, towers, 3] and [n, towers], which a
@@ -91,6 +93,21 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
     spend = layers.Activation("linear", name=SPEND)(spend)
     churn = layers.Activation("linear", name=CHURN)(churn)
     return tf.keras.Model(inputs, {SPEND: spend, CHURN: churn}, name="customer_value")
+
+
+def _wide_inputs(numeric: tf.Tensor, spec: FeatureSpec, cfg: NetworkConfig) -> tf.Tensor:
+    """The normalised numeric inputs the wide path reads: all, or those named by `cfg.wide_inputs` prefixes,
+    picked by a frozen 0/1 matrix (a plain layer, so the SavedModel needs no custom code to load)."""
+    names = spec.numeric_inputs
+    keep = [i for i, n in enumerate(names) if not cfg.wide_inputs or n.startswith(tuple(cfg.wide_inputs))]
+    if not keep:
+        raise ValueError(f"wide_inputs {list(cfg.wide_inputs)} match no numeric input of the spec")
+    if len(keep) == len(names):
+        return numeric
+    pick = np.zeros((len(names), len(keep)), np.float32)
+    pick[keep, range(len(keep))] = 1.0
+    return tf.keras.layers.Dense(len(keep), use_bias=False, trainable=False, name="wide_pick",
+                                 kernel_initializer=tf.keras.initializers.Constant(pick))(numeric)
 
 
 def churn_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
