@@ -220,6 +220,59 @@ def train_and_register(spark, cfg: Config, snapshot=None, horizon_days=None):
 
 
 @app.command()
+def score(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
+          snapshot_date: Annotated[Optional[datetime], typer.Option(
+              formats=["%Y-%m-%d"], help="Snapshot S (default: the latest in gold.customer_features).")] = None,
+          model: Annotated[str, typer.Option("--model", help="NAME/VERSION or NAME/latest (default: "
+                                                             "training.model_name/latest).")] = "") -> None:
+    """Score every customer of S into gold.customer_scores: expected spend and interval, churn, value score,
+    tier, segment, top reasons and action; gold.segment_summary and the view gold.customer_scores_named."""
+    from customer_value.scoring.run import score_snapshot
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        result = score_snapshot(spark, cfg, snapshot_date.date() if snapshot_date else None, model or None)
+    print_scores(result)
+
+
+def print_scores(result) -> None:
+    typer.echo(f"\nscored {result.customers:,} customers at {result.snapshot} with {result.model} "
+               f"in {result.seconds:.1f} s")
+    typer.echo("tiers: " + ", ".join(f"{t} {result.tiers.get(t, 0):,}" for t in ("high", "mid", "low")))
+    typer.echo(f"{'segment':<26}{'customers':>10}{'value':>7}{'churn':>7}{'spend share':>12}  top action")
+    for r in result.summary:
+        typer.echo(f"{(r['segment_name'] or str(r['segment'])):<26}{r['customers']:>10,}{r['mean_value_score']:>7.2f}"
+                   f"{r['churn_rate']:>7.2f}{r['spend_share']:>12.1%}  {(r['top_actions'] or [''])[0]}")
+    for name, location in result.tables.items():
+        typer.echo(f"  {name:<24} {location}")
+
+
+@app.command()
+def monitor(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
+            snapshot_date: Annotated[Optional[datetime], typer.Option(
+                formats=["%Y-%m-%d"], help="Scored snapshot S (default: the latest in gold.customer_scores).")] = None,
+            ) -> None:
+    """Population stability of S's features and scores against the model's training snapshot -> gold.drift.
+    Exit code monitor.retrain_exit_code (default 3) when the verdict is retrain, 0 otherwise."""
+    from customer_value.scoring.run import monitor as run_monitor
+    from customer_value.spark import spark_session
+
+    cfg = _config(conf, overrides)
+    with spark_session(cfg) as spark:
+        result = run_monitor(spark, cfg, snapshot_date.date() if snapshot_date else None)
+    for r in result.rows[:10]:
+        typer.echo(f"  {r['column']:<28} PSI {r['psi']:.3f}  {r['status']}")
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("retrain", "watch", "stable")}
+    typer.echo(f"plot: {result.plot}")
+    # the one line a scheduler branches on (with the exit code)
+    typer.echo(f"monitor verdict: {result.verdict} snapshot={result.snapshot} model={result.model} "
+               + " ".join(f"{k}={v}" for k, v in counts.items()))
+    if result.verdict == "retrain":
+        raise typer.Exit(cfg.monitor.retrain_exit_code)
+
+
+@app.command()
 def evaluate(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
              horizon_days: HorizonOption = None) -> None:
     """Rebuild the report and gold.model_metrics from gold.backtest_predictions of (S, H)."""

@@ -47,6 +47,8 @@ class NetworkSettings(_Strict):
     wide: bool = Field(False, description="A linear path from the normalised numeric inputs to every head "
                                           "(wide & deep). Off: it ties BG/NBD on a transactions-only file but "
                                           "costs the shop its lead (docs/evaluation.md).")
+    wide_inputs: list[str] = Field(default_factory=list, description="Name prefixes of the numeric inputs the wide "
+                                                                     "path reads (e.g. [btyd_]); empty: all.")
 
 
 class HorovodSettings(_Strict):
@@ -219,6 +221,64 @@ class BacktestConfig(_Strict):
     report_dir: str = Field("reports", description="Where reports go; relative paths are under storage.root.")
 
 
+class TierThresholds(_Strict):
+    high: float = Field(0.8, gt=0, lt=1, description="value_score > high: tier high.")
+    mid: float = Field(0.6, gt=0, lt=1, description="mid <= value_score <= high: tier mid; below: low.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TierThresholds":
+        if not self.mid < self.high:
+            raise ValueError(f"scoring.tiers: mid ({self.mid}) must be below high ({self.high})")
+        return self
+
+
+class ActionRule(_Strict):
+    tier: Literal["high", "mid", "low", "any"]
+    churn_risk: Literal["high", "low", "any"] = "any"
+    action: str = Field(min_length=1)
+
+
+class SegmentSettings(_Strict):
+    k: int = Field(6, ge=2, le=50, description="K-means clusters.")
+    features: list[str] = Field(min_length=1, description="value_score, churn_probability, buy_probability and "
+                                                          "numeric features of the model's spec (as the model sees them).")
+    seed: int = 11
+    max_iter: int = Field(40, ge=1)
+
+
+class ScoringConfig(_Strict):
+    arrow_batch_size: int = Field(20_000, gt=0, description="spark.sql.execution.arrow.maxRecordsPerBatch while scoring.")
+    reasons: bool = Field(True, description="Top reasons per customer (integrated gradients).")
+    reason_count: int = Field(3, ge=1)
+    reason_steps: int = Field(4, ge=1, le=64, description="Integrated-gradient steps (midpoint rule).")
+    quantile_error: float = Field(1e-4, gt=0, lt=0.01, description="Relative error of the value score's quantiles.")
+    tiers: TierThresholds = TierThresholds()
+    churn_risk_high: float = Field(0.5, gt=0, lt=1, description="churn_probability >= this: high churn risk.")
+    actions: list[ActionRule] = Field(min_length=1, description="First matching rule wins; the last should match all.")
+    segments: SegmentSettings
+
+    @model_validator(mode="after")
+    def _total(self) -> "ScoringConfig":
+        last = self.actions[-1]
+        if (last.tier, last.churn_risk) != ("any", "any"):
+            raise ValueError("scoring.actions: the last rule must have tier any and churn_risk any, so every "
+                             "customer gets an action")
+        return self
+
+
+class MonitorConfig(_Strict):
+    bins: int = Field(10, ge=2, le=100, description="Reference quantile bins per monitored column.")
+    watch: float = Field(0.1, gt=0, description="PSI at or above: watch.")
+    retrain: float = Field(0.25, gt=0, description="PSI above: retrain.")
+    retrain_exit_code: int = Field(3, ge=2, le=125, description="`customer-value monitor`'s exit code on a retrain verdict.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MonitorConfig":
+        if not self.watch < self.retrain:
+            raise ValueError(f"monitor: watch ({self.watch}) must be below retrain ({self.retrain})")
+        return self
+
+
 class Config(_Strict):
     environment: str
     storage: StorageConfig
@@ -231,6 +291,8 @@ class Config(_Strict):
     pseudonymisation: PseudonymisationConfig
     features: FeaturesConfig
     backtest: BacktestConfig = BacktestConfig()
+    scoring: ScoringConfig
+    monitor: MonitorConfig = MonitorConfig()
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
