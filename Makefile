@@ -14,7 +14,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=3
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench-generate bench-features bench-training bench-transactions clean-data
+.PHONY: setup demo test test-fast bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -31,6 +31,9 @@ bench-features: setup
 
 bench-training: setup
 	$(RUN) $(PY) bench/training.py --conf conf/local.yaml
+
+bench-scoring: setup
+	$(RUN) $(PY) bench/scoring.py --conf conf/local.yaml
 
 bench-transactions: setup
 	$(RUN) $(PY) bench/transactions_backtest.py

@@ -121,10 +121,12 @@ def pipeline(
     overrides: SetOption = None,
     with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
 ) -> None:
-    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> train.
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> train -> score
+    -> monitor.
 
     Features are computed for features.history_snapshots snapshots ending tomorrow (all data up to today),
-    with labels and the training set for those whose horizon has passed."""
+    with labels and the training set for those whose horizon has passed; the new model scores tomorrow's
+    snapshot. The monitor's verdict is printed; only `customer-value monitor` turns it into an exit code."""
     import time
 
     from customer_value.cleaning.run import clean_all
@@ -143,8 +145,19 @@ def pipeline(
         deep = train_and_register(spark, cfg)
         typer.echo(f"model {deep.version}: {deep.registered.path}")
 
+    def score_stage(spark, cfg):
+        from customer_value.scoring.run import score_snapshot
+
+        print_scores(score_snapshot(spark, cfg))
+
+    def monitor_stage(spark, cfg):
+        from customer_value.scoring.run import monitor as run_monitor
+
+        print_monitor(run_monitor(spark, cfg))
+
     stages = ([("generate", run_generate)] if with_generate else []) + [
-        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("train", train_stage)]
+        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("train", train_stage),
+        ("score", score_stage), ("monitor", monitor_stage)]
     with spark_session(cfg) as spark:
         for name, stage in stages:
             t0 = time.perf_counter()
@@ -261,6 +274,12 @@ def monitor(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
     cfg = _config(conf, overrides)
     with spark_session(cfg) as spark:
         result = run_monitor(spark, cfg, snapshot_date.date() if snapshot_date else None)
+    print_monitor(result)
+    if result.verdict == "retrain":
+        raise typer.Exit(cfg.monitor.retrain_exit_code)
+
+
+def print_monitor(result) -> None:
     for r in result.rows[:10]:
         typer.echo(f"  {r['column']:<28} PSI {r['psi']:.3f}  {r['status']}")
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("retrain", "watch", "stable")}
@@ -268,8 +287,6 @@ def monitor(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
     # the one line a scheduler branches on (with the exit code)
     typer.echo(f"monitor verdict: {result.verdict} snapshot={result.snapshot} model={result.model} "
                + " ".join(f"{k}={v}" for k, v in counts.items()))
-    if result.verdict == "retrain":
-        raise typer.Exit(cfg.monitor.retrain_exit_code)
 
 
 @app.command()

@@ -250,7 +250,7 @@ class ScoringConfig(_Strict):
     arrow_batch_size: int = Field(20_000, gt=0, description="spark.sql.execution.arrow.maxRecordsPerBatch while scoring.")
     reasons: bool = Field(True, description="Top reasons per customer (integrated gradients).")
     reason_count: int = Field(3, ge=1)
-    reason_steps: int = Field(4, ge=1, le=64, description="Integrated-gradient steps (midpoint rule).")
+    reason_steps: int = Field(2, ge=1, le=64, description="Integrated-gradient steps (midpoint rule).")
     quantile_error: float = Field(1e-4, gt=0, lt=0.01, description="Relative error of the value score's quantiles.")
     tiers: TierThresholds = TierThresholds()
     churn_risk_high: float = Field(0.5, gt=0, lt=1, description="churn_probability >= this: high churn risk.")

@@ -66,7 +66,13 @@ def build_spark(cfg: Config) -> SparkSession:
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     if cfg.spark.master and not launched_by_spark_submit():
         builder = builder.master(cfg.spark.master)
-    for key, value in {**DELTA_SQL_CONF, **cfg.spark.conf}.items():
+    conf = {**DELTA_SQL_CONF, **cfg.spark.conf}
+    if not launched_by_spark_submit():      # a JVM this process starts: quiet from its first line
+        log4j = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+        extra = conf.get("spark.driver.extraJavaOptions", "")
+        if "log4j2.configurationFile" not in extra:
+            conf["spark.driver.extraJavaOptions"] = f"{extra} -Dlog4j2.configurationFile=file:{log4j}".strip()
+    for key, value in conf.items():
         builder = builder.config(key, value)
     if cfg.spark.delta_jars == "auto" and not launched_by_spark_submit():
         builder = builder.config("spark.jars", ",".join(delta_jar_paths()))

@@ -8,6 +8,7 @@ import math
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
@@ -19,6 +20,7 @@ from customer_value.evaluation.metrics import METRICS
 from customer_value.evaluation.report import ORACLE
 from customer_value.models import registry
 from customer_value.models.deep import DeepModel, LeakError, train_and_backtest
+from customer_value.scoring.run import monitor, score_snapshot
 from customer_value.tables import Tables
 
 pytestmark = pytest.mark.slow
@@ -189,3 +191,28 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     # backtesting it at an S its labels reach past is refused
     with pytest.raises(LeakError, match="learned from labels up to"):
         run_backtest(spark, cfg, result.snapshot - timedelta(days=60), 30, [loaded])
+
+
+def test_the_trained_model_scores_the_snapshot_into_tiers_that_mean_something(spark, trained):
+    """`customer-value score` with the registered model: the backtest's own predictions, a fifth of the customers
+    in the high tier, tiers ordered by the spend that followed, three reasons each, named segments; the monitor."""
+    cfg, result, deep = trained
+    scored = score_snapshot(spark, cfg, result.snapshot)
+    assert scored.model == deep.version
+    scores = read(cfg, "gold.customer_scores").set_index("customer_id").sort_index()
+    preds = read(cfg, "gold.backtest_predictions")
+    mine = preds[preds.model == DEEP].set_index("customer_id").sort_index()
+    joined = mine.join(scores, how="inner")
+    assert len(joined) == len(mine) == scored.customers
+    np.testing.assert_allclose(joined.expected_spend, joined.predicted_spend, rtol=1e-4)
+    share = scores.tier.value_counts(normalize=True)
+    assert abs(share["high"] - 0.2) < 0.01 and abs(share["mid"] - 0.2) < 0.01
+    spend_by_tier = joined.groupby("tier").actual_spend.mean()
+    assert spend_by_tier["high"] > 2 * spend_by_tier["mid"] > 2 * spend_by_tier["low"]
+    assert all(len(r) == 3 and abs(r[0]["amount"]) >= abs(r[2]["amount"]) for r in scores.top_reasons)
+    assert scores.segment.nunique() == cfg.scoring.segments.k
+    summary = read(cfg, "gold.segment_summary")
+    assert summary.segment_name.notna().all() and summary.customers.sum() == len(scores)
+    drift = monitor(spark, cfg, result.snapshot)
+    assert {r["column"] for r in drift.rows} >= {"value_score", "churn_probability", "recency_days"}
+    assert drift.verdict in ("stable", "watch", "retrain")

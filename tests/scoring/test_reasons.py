@@ -37,10 +37,11 @@ def test_exact_for_a_linear_model_at_one_step():
     def linear(inputs, training=False):
         value = 50.0 + tf.linalg.matvec(inputs["numeric"], w)
         n = tf.shape(value)[0]
-        return {"spend": tf.stack([tf.fill([n], 30.0), tf.math.log(value), tf.fill([n], -30.0)], axis=1)}
+        return {"spend": tf.stack([tf.fill([n], 30.0), tf.math.log(value), tf.fill([n], -30.0)], axis=1),
+                "churn": tf.zeros([n, 1])}
 
     x = some_customers()
-    value, groups = Attributor(linear, s, steps=1)(arrays(x, s))
+    value, groups = Attributor(linear, s, steps=1).expected(arrays(x, s))
     ref = np.asarray(s.stats["numeric_mean"])
     per_input = w * (x - ref)
     np.testing.assert_allclose(value, 50.0 + x @ w, rtol=1e-4)
@@ -52,7 +53,7 @@ def test_exact_for_a_linear_model_at_one_step():
 def test_the_known_network_matches_the_closed_form_integral_and_is_complete():
     s = handmade.spec()
     x = some_customers()
-    value, groups = Attributor(handmade.model(s), s, steps=32)(arrays(x, s))
+    value, groups = Attributor(handmade.model(s), s, steps=32).expected(arrays(x, s))
     z = handmade.normalised(x, s)
     np.testing.assert_allclose(value, handmade.expected_spend(z), rtol=1e-4)
     np.testing.assert_allclose(groups[:, :2], handmade.exact_reasons(z), rtol=2e-3, atol=1e-3)
@@ -65,13 +66,13 @@ def test_removing_the_top_reason_moves_the_value_the_stated_way():
     model = handmade.model(s)
     x = some_customers(200, seed=5)
     attributor = Attributor(model, s, steps=4)
-    value, groups = attributor(arrays(x, s))
+    value, groups = attributor.expected(arrays(x, s))
     names, amounts = top_reasons(attributor.names, groups, 3)
     columns = {"spend": [0], "recency": [1, 2]}
     moved = x.copy()
     for i, name in enumerate(names[0]):
         moved[i, columns[name]] = np.asarray(s.stats["numeric_mean"])[columns[name]]   # back to the reference
-    after, _ = attributor(arrays(moved, s))
+    after, _ = attributor.expected(arrays(moved, s))
     sign = np.sign(amounts[0])
     assert (sign != 0).all()
     assert (np.sign(after - value) == -sign).all()   # a reason that raised the value: removing it lowers it

@@ -59,10 +59,18 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
     for i in range(0, n, batch):
         out = model({k: v[i:i + batch] for k, v in arrays.items()}, training=False)
         logits.append(np.asarray(out[SPEND], dtype=np.float64))
-        c = np.asarray(out[CHURN], dtype=np.float64)
-        churn.append(c.reshape(len(c), -1))                  # [n, towers]
+        churn.append(np.asarray(out[CHURN], dtype=np.float64))
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
+    return predictions(lg, ch, interval_scale, mean_scale)
+
+
+def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_scale: float = 1.0,
+                mean_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions."""
+    lg = np.asarray(spend_logits, dtype=np.float64)
+    ch = np.asarray(churn_logits, dtype=np.float64)
+    ch = ch.reshape(len(ch), -1)                                  # [n, towers]
     p, _, _ = distribution(lg)
     return {"predicted_spend": expected_spend(lg, mean_scale),
             "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),

@@ -65,6 +65,7 @@ class Attributor:
         self._to_groups_s = np.eye(len(self.names))[sequence_group]
         self.ref_numeric, self.ref_sequence = reference_inputs(spec)
         self.steps = steps
+        self.mean_scale = mean_scale
         alphas = tf.constant((np.arange(steps, dtype=np.float32) + 0.5) / steps)
         k2 = tf.constant(mean_scale * mean_scale, tf.float32)
         ref_n, ref_s = tf.constant(self.ref_numeric), tf.constant(self.ref_sequence)
@@ -93,14 +94,23 @@ class Attributor:
             gn, gs = tape.gradient(e_path, [pn, ps], unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gn = tf.reduce_mean(tf.reshape(gn, [steps, n, -1]), axis=0)
             gs = tf.reduce_mean(tf.reshape(gs, [steps, n, -1]), axis=0)
-            return expected(inputs), dn * gn, ds * gs
+            out = model(inputs, training=False)
+            return out["spend"], out["churn"], dn * gn, ds * gs
 
         self._attribute = attribute
 
-    def __call__(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(expected spend [n], attributions per reason group [n, groups]) in float64."""
-        value, an, aseq = (np.asarray(t, dtype=np.float64) for t in self._attribute(arrays))
-        return value, an @ self._to_groups_n + aseq @ self._to_groups_s
+    def __call__(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spend logits, churn logits, attributions per reason group [n, groups]), float64: the model's own
+        outputs at x come from the same traced call, so scoring with reasons runs the forward pass once."""
+        spend, churn, an, aseq = (np.asarray(t, dtype=np.float64) for t in self._attribute(arrays))
+        return spend, churn, an @ self._to_groups_n + aseq @ self._to_groups_s
+
+    def expected(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(expected spend [n], attributions per reason group [n, groups])."""
+        from customer_value.models.deep import predictions
+
+        spend, churn, groups = self(arrays)
+        return predictions(spend, churn, mean_scale=self.mean_scale)["predicted_spend"], groups
 
 
 def top_reasons(names: list[str], amounts: np.ndarray, top: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

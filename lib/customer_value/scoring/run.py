@@ -103,7 +103,10 @@ def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.
     its artifact (`segments/`, `monitor/reference.json`); later calls load them."""
     seg_dir, ref_file = model.path / "segments", model.path / "monitor" / "reference.json"
     if (seg_dir / "names.json").exists() and ref_file.exists():
-        return Segmentation.load(seg_dir)
+        segmentation = Segmentation.load(seg_dir)
+        if not _has_segments(spark, tables, model):      # e.g. the same model serving another storage root
+            _write_segments(spark, tables, segmentation, model)
+        return segmentation
     t0 = time.perf_counter()
     ref_snapshot = max(date.fromisoformat(s) for s in _training(model)["training_set"]["snapshots"])
     _, feats = features_at(spark, tables, ref_snapshot)
@@ -113,8 +116,7 @@ def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.
         sc = cfg.scoring
         segmentation = fit_segmentation(scored, sc.segments, sc.tiers, sc.churn_risk_high)
         segmentation.save(seg_dir)
-        tables.write(segments_frame(spark, segmentation, model.name, model.version), "gold.segments",
-                     replace_where=f"model_name = '{model.name}' AND model_version = {model.version}")
+        _write_segments(spark, tables, segmentation, model)
         edges, shares = reference_distribution(feats, scored, spec, cfg.monitor.bins)
         ref_file.parent.mkdir(parents=True, exist_ok=True)
         drift.save_reference(ref_file, edges, shares, {"snapshot": str(ref_snapshot), "model": model.label})
@@ -123,6 +125,17 @@ def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.
     _log(f"model {model.label}: segments and drift reference fitted on its training snapshot {ref_snapshot} "
          f"({time.perf_counter() - t0:.1f} s)")
     return segmentation
+
+
+def _has_segments(spark: SparkSession, tables: Tables, model: registry.RegisteredModel) -> bool:
+    return tables.exists(spark, "gold.segments") and tables.read(spark, "gold.segments").where(
+        (F.col("model_name") == model.name) & (F.col("model_version") == model.version)).limit(1).count() > 0
+
+
+def _write_segments(spark: SparkSession, tables: Tables, segmentation: Segmentation,
+                    model: registry.RegisteredModel) -> None:
+    tables.write(segments_frame(spark, segmentation, model.name, model.version), "gold.segments",
+                 replace_where=f"model_name = '{model.name}' AND model_version = {model.version}")
 
 
 def monitored_features(spec: FeatureSpec) -> list[str]:

@@ -37,9 +37,9 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
     keep = list(keep)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from customer_value.models.deep import load_saved_model, predict_arrays
+        from customer_value.models.deep import load_saved_model, predict_arrays, predictions
         from customer_value.models.network import arrays_from_frame
-        from customer_value.scoring.reasons import Attributor, top_reasons
+        from customer_value.scoring.reasons import top_reasons
 
         model = load_saved_model(saved)
         attributor = _attributor(saved, model, spec, reason_steps, scale["mean_scale"]) if reason_count else None
@@ -47,11 +47,14 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
             if not len(pdf):
                 continue
             arrays = arrays_from_frame(pdf, spec)
-            out = predict_arrays(model, arrays, **scale)
+            if attributor is None:
+                out = predict_arrays(model, arrays, **scale)
+            else:
+                spend, churn, amounts = attributor(arrays)
+                out = predictions(spend, churn, **scale)
             frame = {"customer_id": pdf["customer_id"].to_numpy(), "expected_spend": out["predicted_spend"],
                      **{c: out[c] for c in PREDICTED[1:]}, **{c: pdf[c].to_numpy(np.float64) for c in keep}}
             if attributor is not None:
-                _, amounts = attributor(arrays)
                 names, values = top_reasons(attributor.names, amounts, reason_count)
                 for r, (n, v) in enumerate(zip(names, values), start=1):
                     frame[f"reason_{r}"], frame[f"reason_{r}_amount"] = n, v

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from customer_value.config import SegmentSettings, TierThresholds
 
 VECTOR, SCALED = "_segment_vector", "_segment_scaled"
+DORMANT_CHURN = 0.9     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,10 @@ def name_segments(profile: pd.DataFrame, tiers: TierThresholds, churn_high: floa
             name = "at-risk high value" if at_risk else "loyal high spenders"
         elif level == "mid":
             name = "at-risk mid value" if at_risk else "steady mid value"
+        elif churn >= DORMANT_CHURN:
+            name = "dormant"
         else:
-            name = "lapsed low value" if at_risk else "occasional low value"
+            name = "lapsing low value" if at_risk else "occasional low value"
         names[int(row["segment"])] = name
     return _distinct(names, profile)
 
