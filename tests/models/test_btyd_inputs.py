@@ -74,3 +74,15 @@ def test_the_spec_keeps_the_horizon_through_the_statistics(spark):
         "*", *(F.array(F.lit(1.0)).alias(n) for n in ("seq_days_before", "seq_amount", "seq_items")))
     fitted = fit_stats(transformed(rows, spec), spec)
     assert fitted.stats[HORIZON_KEY] == 90 and len(fitted.stats["numeric_mean"]) == len(spec.numeric_inputs)
+
+
+def test_the_inputs_are_the_baselines_own_predictions(spark):
+    """The column-wise UDF gives exactly what the BG/NBD baseline's predict_clv gives each buyer."""
+    from customer_value.baselines.clv import fit_clv, predict_clv
+
+    a = shop(spark, A, 5)
+    got = with_btyd_inputs(a, 90, 10_000)
+    preds = predict_clv(fit_clv(a, 10_000), a, 90).select(
+        "customer_id", *(F.col(src).alias(name) for name, src in BTYD_INPUTS.items()))
+    assert_approx_df_equality(ordered(got), ordered(a.join(preds, "customer_id", "left")), 1e-9, ignore_nullable=True,
+                              ignore_column_order=True)

@@ -51,13 +51,32 @@ def load_saved_model(path: str):
     return tf.keras.models.load_model(path, compile=False)
 
 
+_TRACED: dict[int, object] = {}
+
+
+def traced(model):
+    """The model's inference call as one traced TensorFlow graph, kept per model object: about twice the rows/s
+    of calling the Keras model eagerly on this machine's CPUs (bench/scoring.py); XLA was slower."""
+    fn = _TRACED.get(id(model))
+    if fn is None:
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def call(inputs):
+            return model(inputs, training=False)
+
+        fn = _TRACED[id(model)] = call
+    return fn
+
+
 def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
                    interval_scale: float = 1.0, mean_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
+    call = traced(model)
     for i in range(0, n, batch):
-        out = model({k: v[i:i + batch] for k, v in arrays.items()}, training=False)
+        out = call({k: v[i:i + batch] for k, v in arrays.items()})
         logits.append(np.asarray(out[SPEND], dtype=np.float64))
         churn.append(np.asarray(out[CHURN], dtype=np.float64))
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
