@@ -44,9 +44,11 @@ class NetworkSettings(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     towers: int = Field(1, ge=1, description="Independent trunks and heads over the shared inputs, averaged.")
-    wide: bool = Field(False, description="A linear path from the normalised numeric inputs to every head "
-                                          "(wide & deep). Off: it ties BG/NBD on a transactions-only file but "
-                                          "costs the shop its lead (docs/evaluation.md).")
+    wide: bool | Literal["auto"] = Field(
+        "auto", description="A linear path from the normalised numeric inputs to every head (wide & deep). auto: on "
+                            "only where the training split has no behavioural signal (every behaviour and review "
+                            "input constant, as in a transactions-only shop): there it ties BG/NBD, on a shop with "
+                            "events and reviews it costs the lead (docs/evaluation.md).")
     wide_inputs: list[str] = Field(default_factory=list, description="Name prefixes of the numeric inputs the wide "
                                                                      "path reads (e.g. [btyd_]); empty: all.")
 

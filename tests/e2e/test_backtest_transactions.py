@@ -56,7 +56,10 @@ def result(spark, tmp_path_factory):
     write_landing(adapt(spark, str(root / "tx.txt"), cfg.transactions), landing_uri(cfg))
     ingest(spark, cfg)
     clean_all(spark, cfg)
-    return train_and_backtest(spark, cfg, date(2024, 10, 1), 90)[1]
+    deep, backtest = train_and_backtest(spark, cfg, date(2024, 10, 1), 90)
+    # no events, no reviews: `training.network.wide: auto` chose the wide path
+    assert deep.training["plan"]["network"]["wide"] is True
+    return backtest
 
 
 def test_no_oracle_and_every_model_better_than_random(result):

@@ -4,9 +4,11 @@ the wide kernels, exactly; without `wide` the model has no such path."""
 from __future__ import annotations
 
 import numpy as np
+from pyspark.sql import functions as F
 
 from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network
 from customer_value.models.spec import SEQUENCE_CHANNELS
+from tests.conftest import ROOT
 from tests.models.test_data import small_spec
 
 
@@ -46,3 +48,37 @@ def test_wide_inputs_pick_the_named_inputs_only():
     pick = model.get_layer("wide_pick").get_weights()[0]
     np.testing.assert_array_equal(pick, [[0, 0], [1, 0], [0, 1]])
     assert not model.get_layer("wide_pick").trainable_weights
+
+
+def test_auto_wide_is_on_only_where_the_training_split_has_no_behavioural_signal(spark):
+    """`wide: auto` from the training split's statistics: every behaviour and review input constant (a shop that
+    recorded no events or reviews) → the wide path; one customer with a page view → none; an explicit setting
+    is kept either way."""
+    from customer_value.config import load_config
+    from customer_value.models.spec import (NUMERIC, FeatureColumn, FeatureSpec, behavioural_inputs, fit_stats,
+                                            resolved_network, transformed)
+
+    cols = [FeatureColumn("frequency_days", NUMERIC, "bigint", "zero"),
+            FeatureColumn("page_views_30d", NUMERIC, "bigint", "zero"),
+            FeatureColumn("rating_mean", NUMERIC, "double", "indicator")]
+    spec = FeatureSpec(cols, 1)
+    features = load_config(ROOT / "conf" / "local.yaml").features
+    assert behavioural_inputs(features, spec) == ["page_views_30d", "rating_mean",
+                                                          "rating_mean__missing"]
+
+    def fitted(page_views):
+        rows = spark.createDataFrame(
+            [(f"c{i}", i % 4, views, None, [1.0], [2.0], [1.0]) for i, views in enumerate(page_views)],
+            "customer_id string, frequency_days bigint, page_views_30d bigint, rating_mean double, "
+            "seq_days_before array<double>, seq_amount array<double>, seq_items array<double>"
+        ).withColumn("snapshot_date", F.lit("2025-01-01").cast("date"))
+        s = fit_stats(transformed(rows, spec), FeatureSpec(cols, 1))
+        s.stats["behaviour_inputs"] = behavioural_inputs(features, s)
+        return s
+
+    transactions_only, with_events = fitted([0] * 8), fitted([0] * 7 + [3])
+    assert resolved_network({"wide": "auto"}, transactions_only) == {"wide": True}
+    assert resolved_network({"wide": "auto"}, with_events) == {"wide": False}
+    assert resolved_network({"wide": False}, transactions_only) == {"wide": False}
+    assert resolved_network({"wide": True}, with_events) == {"wide": True}
+    assert resolved_network({"wide": "auto"}, small_spec()) == {"wide": False}     # no statistics: no wide path

@@ -24,7 +24,7 @@ from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
-from customer_value.models.spec import FeatureSpec, model_inputs
+from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
 from customer_value.models.ziln import distribution, expected_spend, spend_quantile_if_buying
 
 PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
@@ -180,9 +180,10 @@ class DeepModel:
         _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
              f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
         staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
+        network = resolved_network(tc.network.model_dump(), FeatureSpec.from_json((work / "data" / "spec.json").read_text()))
         plan = {
             "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(work / "data" / "spec.json"),
-            "network": tc.network.model_dump(), "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
+            "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
             "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
             "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
             "backward_passes_per_step": tc.horovod.backward_passes_per_step,
@@ -197,7 +198,7 @@ class DeepModel:
                   "validation_rows": ts.validation_rows, **{f"delta_version.{k}": v for k, v in ts.delta_versions.items()},
                   **{k: v for k, v in plan.items() if k in ("seed", "epochs", "patience", "batch_size", "learning_rate",
                                                             "churn_loss_weight", "threads_per_rank")},
-                  **{f"network.{k}": v for k, v in tc.network.model_dump().items()}}
+                  **{f"network.{k}": v for k, v in network.items()}}
         for k, v in params.items():
             client.log_param(self.run_id, k, str(v))
         t0 = time.perf_counter()

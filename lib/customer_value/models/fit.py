@@ -25,8 +25,8 @@ from pyspark.sql import functions as F
 
 from customer_value.models.btyd_inputs import with_btyd_inputs_per_snapshot, with_btyd_spec
 from customer_value.models.data import LABELS, ROW_KEY
-from customer_value.models.spec import (NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSpec, encoded, feature_spec, fit_stats,
-                                        packed, transformed)
+from customer_value.models.spec import (NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSpec, behavioural_inputs, encoded,
+                                        feature_spec, fit_stats, packed, transformed)
 from customer_value.tables import Tables
 
 FEATURES, LABELS_TABLE = "gold.customer_features", "gold.customer_labels"
@@ -89,6 +89,7 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
                .withColumn("_validation", validation_flag(seed, validation_share)).cache()
     counts = {r["_validation"]: r["count"] for r in base.groupBy("_validation").count().collect()}
     spec = fit_stats(base.where(~F.col("_validation")), spec)
+    spec.stats["behaviour_inputs"] = behavioural_inputs(features_cfg, spec)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -101,6 +101,31 @@ def feature_spec(features_cfg: FeaturesConfig, dtypes: dict[str, str]) -> Featur
     return FeatureSpec(cols, features_cfg.sequence_length)
 
 
+# Catalogue groups that only a shop recording behaviour (events) and reviews can fill.
+BEHAVIOURAL_GROUPS = ("behaviour", "reviews")
+
+
+def behavioural_inputs(features_cfg: FeaturesConfig, spec: FeatureSpec) -> list[str]:
+    """The numeric inputs (missing flags included) of the behaviour and review features."""
+    group = {d.name: d.group for d in catalogue(features_cfg)}
+    return [n for n in spec.numeric_inputs if group.get(n.removesuffix("__missing")) in BEHAVIOURAL_GROUPS]
+
+
+def resolved_network(settings: dict, spec: FeatureSpec) -> dict:
+    """The network settings with `wide: auto` decided by the training split (`fit_stats`): on where every
+    behavioural input is constant there, i.e. the shop recorded no events and no reviews.
+
+    Why: with only transactions, what predicts is recency, frequency and money, and BG/NBD's predictions among
+    the inputs carry most of it linearly; a wide path lets the heads use them directly (on a transactions-only
+    file it ties BG/NBD, without it the network trails by about 0.01 Gini). Where behaviour carries signal the
+    trunk's nonlinear use of it is what wins, and the wide path pulled the shop's Gini down to BG/NBD's level."""
+    if settings.get("wide") != "auto":
+        return settings
+    behavioural = spec.stats.get("behaviour_inputs", [])
+    constant = set(spec.stats.get("constant_numeric", []))
+    return {**settings, "wide": bool(behavioural) and all(n in constant for n in behavioural)}
+
+
 def _may_be_null(name: str) -> bool:
     """Integer features that are null when the thing they measure never happened."""
     return name in ("recency_days", "last_active_days", "bgnbd_t_x", "bgnbd_T", "tenure_days")
@@ -155,6 +180,7 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
     row = train.agg(*aggs).collect()[0].asDict()
     mean = [float(row[f"m:{n}"] or 0.0) for n in numeric]
     std = [float(row[f"s:{n}"] or 0.0) or 1.0 for n in numeric]
+    constant = [n for n in numeric if not float(row[f"s:{n}"] or 0.0) > 1e-12]
     n = float(row["seq:n"] or 0.0) or 1.0
     seq_mean, seq_std = [], []
     for c in range(nch):
@@ -168,7 +194,7 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
         ordered = sorted(((r["count"], r[name]) for r in counts if r[name] != UNKNOWN), key=lambda t: (-t[0], t[1]))
         vocab[name] = [v for _, v in ordered[:max_vocabulary]]
     spec.stats = {**spec.stats, "numeric_mean": mean, "numeric_std": std, "sequence_mean": seq_mean,
-                  "sequence_std": seq_std,
+                  "sequence_std": seq_std, "constant_numeric": constant,
                   "vocabularies": vocab}
     return spec
 

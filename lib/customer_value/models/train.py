@@ -48,7 +48,7 @@ def train(plan: dict) -> dict:
 
     from customer_value.models import data
     from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network, churn_loss
-    from customer_value.models.spec import FeatureSpec
+    from customer_value.models.spec import FeatureSpec, resolved_network
     from customer_value.models.ziln import ziln_loss
 
     hvd.init()
@@ -72,7 +72,7 @@ def train(plan: dict) -> dict:
     if steps < 1:
         raise ValueError(f"rank {rank}: the smallest shard has {min_train} rows, fewer than one batch of {batch}")
 
-    model = build_network(spec, NetworkConfig(**plan["network"]))
+    model = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))
     lr = float(plan["learning_rate"]) * size
     opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=lr),
                                    backward_passes_per_step=int(plan.get("backward_passes_per_step", 1)),
@@ -153,7 +153,7 @@ def train(plan: dict) -> dict:
 
     final = read_state(checkpoints) if rank == 0 else None
     if rank == 0:
-        clean = build_network(spec, NetworkConfig(**plan["network"]))   # no Horovod optimizer: anyone can load it
+        clean = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))   # no Horovod optimizer: anyone can load it
         clean.load_weights(str(checkpoints / "best"))
         out.mkdir(parents=True, exist_ok=True)
         clean.save(str(out / "saved_model"), include_optimizer=False)

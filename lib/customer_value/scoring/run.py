@@ -19,7 +19,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from customer_value.config import Config
+from customer_value.config import Config, FeaturesConfig
+from customer_value.features.catalogue import catalogue
 from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared
 from customer_value.models.spec import NUMERIC, FeatureSpec, model_inputs
@@ -33,6 +34,7 @@ SCORE_COLUMNS = ("snapshot_date", "customer_id", "model_name", "model_version", 
                  "churn_risk", "segment", "action", "top_reasons")
 VIEW = "gold.customer_scores_named"
 SCORE_OUTPUTS = {"value_score", "expected_spend", "churn_probability", "buy_probability"}
+SHOP_LEVEL_GROUPS = ("context",)    # catalogue groups with one value per snapshot, shared by all its customers
 
 
 class ScoringError(ValueError):
@@ -117,7 +119,7 @@ def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.
         segmentation = fit_segmentation(scored, sc.segments, sc.tiers, sc.churn_risk_high)
         segmentation.save(seg_dir)
         _write_segments(spark, tables, segmentation, model)
-        edges, shares = reference_distribution(feats, scored, spec, cfg.monitor.bins)
+        edges, shares = reference_distribution(feats, scored, spec, cfg.features, cfg.monitor.bins)
         ref_file.parent.mkdir(parents=True, exist_ok=True)
         drift.save_reference(ref_file, edges, shares, {"snapshot": str(ref_snapshot), "model": model.label})
     finally:
@@ -138,15 +140,20 @@ def _write_segments(spark: SparkSession, tables: Tables, segmentation: Segmentat
                  replace_where=f"model_name = '{model.name}' AND model_version = {model.version}")
 
 
-def monitored_features(spec: FeatureSpec) -> list[str]:
-    """The stored numeric features the model reads (its added BG/NBD inputs are derived, not stored)."""
+def monitored_features(spec: FeatureSpec, features_cfg: FeaturesConfig) -> list[str]:
+    """The stored per-customer numeric features the model reads. Not its added BG/NBD inputs (derived, not
+    stored), and not the shop-level context features (`shop_season_index`): one value shared by every customer of
+    a snapshot, so any two snapshots differ by a whole point mass and their PSI is huge by construction (18 on the
+    demo); the season moving is what the model was trained across, not drift."""
     from customer_value.models.btyd_inputs import BTYD_INPUTS
 
-    return [c.name for c in spec.of(NUMERIC) if c.name not in BTYD_INPUTS]
+    shop_level = {d.name for d in catalogue(features_cfg) if d.group in SHOP_LEVEL_GROUPS}
+    return [c.name for c in spec.of(NUMERIC) if c.name not in BTYD_INPUTS and c.name not in shop_level]
 
 
-def reference_distribution(features: DataFrame, scored: DataFrame, spec: FeatureSpec, bins: int):
-    cols = monitored_features(spec)
+def reference_distribution(features: DataFrame, scored: DataFrame, spec: FeatureSpec, features_cfg: FeaturesConfig,
+                           bins: int):
+    cols = monitored_features(spec, features_cfg)
     edges = drift.reference_edges(features, cols, bins)
     shares = drift.bin_shares(features, edges)
     out_edges = drift.reference_edges(scored, ["expected_spend", "churn_probability"], bins)
@@ -272,6 +279,8 @@ def monitor(spark: SparkSession, cfg: Config, snapshot: date | None = None) -> M
         raise ScoringError(f"gold.customer_scores has no rows at snapshot {snapshot}: score it first")
     model = registry.resolve(cfg, f"{versions[0]['model_name']}/{versions[0]['model_version']}")
     edges, ref_shares, meta = drift.load_reference(model.path / "monitor" / "reference.json")
+    wanted = {*monitored_features(_spec(model), cfg.features), "value_score", "churn_probability"}
+    edges = {c: e for c, e in edges.items() if c in wanted}     # a reference written before a rule changed
     _, feats = features_at(spark, tables, snapshot)
     feature_edges = {c: e for c, e in edges.items() if c not in ("value_score", "churn_probability")}
     current = drift.bin_shares(feats, feature_edges)
