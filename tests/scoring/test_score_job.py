@@ -12,6 +12,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from customer_value.config import load_config
@@ -95,6 +96,9 @@ def test_known_model_known_scores_reasons_tiers_and_a_rerun_that_replaces(spark,
     named = spark.sql("SELECT segment_name FROM customer_scores_named WHERE snapshot_date = '2025-04-01'").toPandas()
     assert len(named) == N and named.segment_name.notna().all()
     summary = tables.read(spark, "gold.segment_summary").where(F.col("snapshot_date") == F.lit(S)).toPandas()
+    # analysts read the tables without a JVM too (delta-rs): the same rows
+    for name, n in (("gold.customer_scores", N), ("gold.segment_summary", len(summary))):
+        assert len(DeltaTable(tables.location(name)).to_pandas()) == n, name
     assert summary.customers.sum() == N and abs(summary.spend_share.sum() - 1) < 1e-9
     assert (cfg.storage.root and (registry.models_root(cfg) / "handmade" / "1" / "segments" / "names.json").exists())
 

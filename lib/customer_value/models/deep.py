@@ -180,7 +180,8 @@ class DeepModel:
         _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
              f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
         staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
-        network = resolved_network(tc.network.model_dump(), FeatureSpec.from_json((work / "data" / "spec.json").read_text()))
+        trained_spec = FeatureSpec.from_json((work / "data" / "spec.json").read_text())
+        network = resolved_network(tc.network.model_dump(), trained_spec)     # `wide: auto` decided on this split
         plan = {
             "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(work / "data" / "spec.json"),
             "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,

@@ -153,7 +153,8 @@ def train(plan: dict) -> dict:
 
     final = read_state(checkpoints) if rank == 0 else None
     if rank == 0:
-        clean = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))   # no Horovod optimizer: anyone can load it
+        # no Horovod optimizer: anyone can load it
+        clean = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))
         clean.load_weights(str(checkpoints / "best"))
         out.mkdir(parents=True, exist_ok=True)
         clean.save(str(out / "saved_model"), include_optimizer=False)

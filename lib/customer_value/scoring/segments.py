@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from customer_value.config import SegmentSettings, TierThresholds
 
 VECTOR, SCALED = "_segment_vector", "_segment_scaled"
+SEGMENT_COMMENT = {"comment": "K-means segment of the model version; names in gold.segments"}
 DORMANT_CHURN = 0.9     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
 
 
@@ -31,8 +32,13 @@ class Segmentation:
     profile: pd.DataFrame          # per segment: customers and the mean of every feature on the fitting snapshot
 
     def assign(self, scored: DataFrame) -> DataFrame:
-        """`segment` (int) for every row; the settings' feature columns must be present."""
-        return self.model.transform(scored).drop(VECTOR, SCALED)
+        """`segment` (int) for every row; the settings' feature columns must be present.
+
+        The column's Spark ML attribute metadata (`ml_attr`, a nested object in the Delta schema) is replaced by a
+        column comment: readers without a JVM (delta-rs 0.18) refuse a table whose schema holds a nested object.
+        (An empty `metadata={}` would keep the old one: PySpark treats it as no metadata given.)"""
+        out = self.model.transform(scored).drop(VECTOR, SCALED)
+        return out.withColumn("segment", F.col("segment").alias("segment", metadata=SEGMENT_COMMENT))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
