@@ -253,6 +253,8 @@ class ScoringConfig(_Strict):
     reasons: bool = Field(True, description="Top reasons per customer (integrated gradients).")
     reason_count: int = Field(3, ge=1)
     reason_steps: int = Field(2, ge=1, le=64, description="Integrated-gradient steps (midpoint rule).")
+    threads_per_worker: int = Field(1, ge=1, description="TensorFlow threads in each Spark Python worker "
+                                                         "(Spark runs one worker per core already).")
     quantile_error: float = Field(1e-4, gt=0, lt=0.01, description="Relative error of the value score's quantiles.")
     tiers: TierThresholds = TierThresholds()
     churn_risk_high: float = Field(0.5, gt=0, lt=1, description="churn_probability >= this: high churn risk.")

@@ -11,9 +11,9 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
 from customer_value.baselines.btyd import BgNbd, simulate_bgnbd
-from customer_value.models.btyd_inputs import (BTYD_INPUTS, HORIZON_KEY, uses_btyd, with_btyd_inputs,
+from customer_value.models.btyd_inputs import (BTYD_INPUTS, HORIZON_KEY, in_batch, uses_btyd, with_btyd_inputs,
                                                with_btyd_inputs_per_snapshot, with_btyd_spec)
-from customer_value.models.spec import NUMERIC, FeatureColumn, FeatureSpec, fit_stats, transformed
+from customer_value.models.spec import NUMERIC, FeatureColumn, FeatureSpec, fit_stats, model_inputs, transformed
 
 A, B = date(2024, 1, 1), date(2024, 4, 1)
 COLS = ["customer_id", "snapshot_date", "frequency_days", "bgnbd_x", "bgnbd_t_x", "bgnbd_T", "monetary_total",
@@ -86,3 +86,36 @@ def test_the_inputs_are_the_baselines_own_predictions(spark):
         "customer_id", *(F.col(src).alias(name) for name, src in BTYD_INPUTS.items()))
     assert_approx_df_equality(ordered(got), ordered(a.join(preds, "customer_id", "left")), 1e-9, ignore_nullable=True,
                               ignore_column_order=True)
+
+
+def _with_sequences(rows):
+    return rows.select("*", *(F.array(F.lit(1.0)).alias(n) for n in ("seq_days_before", "seq_amount", "seq_items")))
+
+
+def _btyd_spec():
+    return with_btyd_spec(FeatureSpec([FeatureColumn("frequency_days", NUMERIC, "bigint", "zero")], 1), 90)
+
+
+def test_the_scorers_in_batch_inputs_equal_the_udfs(spark):
+    """Scoring fills the four inputs inside its own batches (`in_batch`): the same model inputs, to float32
+    rounding, as `model_inputs` over `with_btyd_inputs` (the training path), for buyers and non-buyers alike."""
+    spec = _btyd_spec()
+    rows = _with_sequences(shop(spark, A, 5))
+    expected = model_inputs(with_btyd_inputs(rows, 90, 10_000), spec).toPandas().sort_values("customer_id")
+    features, filler = in_batch(rows, spec, 10_000)
+    got = filler.fill(model_inputs(features, spec, carry=filler.carried()).toPandas()).sort_values("customer_id")
+    inputs = spec.numeric_inputs
+    assert {f"{n}__missing" for n in BTYD_INPUTS} <= set(inputs)
+    np.testing.assert_allclose(got[inputs].to_numpy(np.float64), expected[inputs].to_numpy(np.float64),
+                               rtol=1e-6, atol=1e-6)
+    assert got["btyd_expected_orders__missing"].sum() == 100      # the tenth without a purchase
+
+
+def test_in_batch_inputs_of_a_shop_without_buyers_are_missing(spark):
+    spec = _btyd_spec()
+    rows = _with_sequences(shop(spark, A, 6).where(F.col("frequency_days") == 0))
+    features, filler = in_batch(rows, spec, 10_000)
+    assert filler.fitted is None
+    got = filler.fill(model_inputs(features, spec, carry=filler.carried()).toPandas())
+    assert (got[list(BTYD_INPUTS)] == 0).all().all()
+    assert (got[[f"{n}__missing" for n in BTYD_INPUTS]] == 1).all().all()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -148,12 +149,12 @@ def _sequence_columns(spec: FeatureSpec) -> list[Column]:
     return out
 
 
-def transformed(features: DataFrame, spec: FeatureSpec) -> DataFrame:
+def transformed(features: DataFrame, spec: FeatureSpec, carry: Sequence[str] = ()) -> DataFrame:
     """Model inputs before normalisation and vocabulary lookup: numeric features transformed and null-filled,
     missing indicators, flattened sequences; categoricals as strings, null → unknown. Keeps
-    customer_id and snapshot_date."""
+    customer_id, snapshot_date and the `carry` columns as they are."""
     num = spec.of(NUMERIC)
-    cols: list[Column] = [F.col("customer_id"), F.col("snapshot_date")]
+    cols: list[Column] = [F.col("customer_id"), F.col("snapshot_date"), *(F.col(c) for c in carry)]
     cols += [F.coalesce(slog(F.col(c.name).cast("double")), F.lit(0.0)).cast("float").alias(c.name) for c in num]
     cols += [F.col(c.name).isNull().cast("float").alias(f"{c.name}__missing") for c in num if c.null_policy == "indicator"]
     cols += [F.coalesce(F.col(c.name).cast("string"), F.lit(UNKNOWN)).alias(c.name) for c in spec.of(CATEGORICAL)]
@@ -210,9 +211,10 @@ def encoded(transformed_rows: DataFrame, spec: FeatureSpec) -> DataFrame:
     return out
 
 
-def model_inputs(features: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """The columns the network reads, from gold.customer_features rows: used by training and scoring alike."""
-    return encoded(transformed(features, spec), spec)
+def model_inputs(features: DataFrame, spec: FeatureSpec, carry: Sequence[str] = ()) -> DataFrame:
+    """The columns the network reads, from gold.customer_features rows: used by training and scoring alike
+    (`carry`: more columns kept as they are, e.g. what the scorer computes in its own batches)."""
+    return encoded(transformed(features, spec, carry), spec)
 
 
 

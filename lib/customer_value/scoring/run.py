@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from customer_value.config import Config, FeaturesConfig
 from customer_value.features.catalogue import catalogue
 from customer_value.models import registry
-from customer_value.models.btyd_inputs import prepared
+from customer_value.models.btyd_inputs import in_batch
 from customer_value.models.spec import NUMERIC, FeatureSpec, model_inputs
 from customer_value.scoring import drift
 from customer_value.scoring.score import (PREDICTED, apply_model, quantile_grid, reasons_array,
@@ -94,9 +94,10 @@ def scored_frame(cfg: Config, model: registry.RegisteredModel, spec: FeatureSpec
                  reasons: bool) -> DataFrame:
     """One snapshot's features → predictions (+ reasons) and the segmentation's inputs, per customer."""
     sc = cfg.scoring
-    inputs = model_inputs(prepared(features, spec, cfg.backtest.spend_fit_max_customers), spec)
+    features, btyd = in_batch(features, spec, cfg.backtest.spend_fit_max_customers)
+    inputs = model_inputs(features, spec, carry=btyd.carried() if btyd else ())
     return apply_model(inputs, str(model.path), spec, segment_inputs(cfg, spec),
-                       sc.reason_count if reasons else 0, sc.reason_steps)
+                       sc.reason_count if reasons else 0, sc.reason_steps, btyd, sc.threads_per_worker)
 
 
 def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.RegisteredModel,
