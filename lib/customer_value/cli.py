@@ -115,59 +115,62 @@ def clean_cmd(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> N
         clean_all(spark, cfg)
 
 
+StageOption = Annotated[Optional[str], typer.Option(
+    "--from", help="Start at this stage (generate, ingest, clean, features, train, score, monitor); earlier ones "
+                   "are not run.")]
+OnlyOption = Annotated[Optional[str], typer.Option("--only", help="Run this one stage.")]
+
+
 @app.command()
 def pipeline(
     conf: ConfOption = DEFAULT_CONF,
     overrides: SetOption = None,
+    snapshot_date: Annotated[Optional[datetime], typer.Option(
+        formats=["%Y-%m-%d"], help="Snapshot S (default: tomorrow of cleaning.as_of or today: all data up to "
+                                   "today).")] = None,
+    start: StageOption = None,
+    only: OnlyOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Run the selected stages even where committed.")] = False,
     with_generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Generate a synthetic shop first.")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="One JSON object a line (the stages' output "
+                                                              "wrapped as log events).")] = False,
 ) -> None:
-    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> train -> score
-    -> monitor.
+    """Run the stages in order in one Spark session: [generate] -> ingest -> clean -> features -> train (when
+    due) -> score -> monitor, skipping each whose inputs and settings are unchanged since it last committed.
 
-    Features are computed for features.history_snapshots snapshots ending tomorrow (all data up to today),
-    with labels and the training set for those whose horizon has passed; the new model scores tomorrow's
-    snapshot. The monitor's verdict is printed; only `customer-value monitor` turns it into an exit code."""
-    import time
-
-    from customer_value.cleaning.run import clean_all
-    from customer_value.features.run import run_features
-    from customer_value.ingest.run import ingest as run_ingest
+    Features are computed for features.history_snapshots snapshots ending at S, with labels and the training set
+    for those whose horizon has passed; the latest model scores S. A rerun after a failure resumes at the stage
+    that failed. Each stage's run is recorded in ops.pipeline_runs. The monitor's verdict is printed; only
+    `customer-value monitor` turns it into an exit code."""
+    from customer_value import pipeline as pl
     from customer_value.spark import spark_session
-    from customer_value.synthetic.generate import generate as run_generate
     from customer_value.tables import Tables
 
     cfg = _config(conf, overrides)
-
-    def features_stage(spark, cfg):
-        run_features(spark, cfg, None, cfg.features.history_snapshots)
-
-    def train_stage(spark, cfg):
-        deep = train_and_register(spark, cfg)
-        typer.echo(f"model {deep.version}: {deep.registered.path}")
-
-    def score_stage(spark, cfg):
-        from customer_value.scoring.run import score_snapshot
-
-        print_scores(score_snapshot(spark, cfg))
-
-    def monitor_stage(spark, cfg):
-        from customer_value.scoring.run import monitor as run_monitor
-
-        print_monitor(run_monitor(spark, cfg))
-
-    stages = ([("generate", run_generate)] if with_generate else []) + [
-        ("ingest", run_ingest), ("clean", clean_all), ("features", features_stage), ("train", train_stage),
-        ("score", score_stage), ("monitor", monitor_stage)]
+    try:
+        stages = pl.select(pl.STAGES, start, only, with_generate)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    run = pl.Run(snapshot_date.date() if snapshot_date else pl.default_snapshot(cfg))
+    events = pl.Events(log_json)
+    events.emit("pipeline_started", f"pipeline {run.run_id}: snapshot {run.snapshot}, stages "
+                + " -> ".join(s.name for s in stages), run_id=run.run_id, snapshot=run.snapshot,
+                stages=[s.name for s in stages])
     with spark_session(cfg) as spark:
-        for name, stage in stages:
-            t0 = time.perf_counter()
-            typer.echo(f"== {name} ==")
-            stage(spark, cfg)
-            typer.echo(f"== {name} done in {time.perf_counter() - t0:.1f} s ==")
+        try:
+            reports = pl.run_pipeline(spark, cfg, run, stages, force, events)
+        except pl.PipelineError as e:
+            events.emit("pipeline_failed", f"pipeline {run.run_id} failed: {e}\nrerun the same command to resume "
+                        "at the failed stage", run_id=run.run_id, error=str(e))
+            raise typer.Exit(1) from None
     tables = Tables(cfg.storage)
-    typer.echo("\ntables:")
-    for name in tables.names(["bronze", "quarantine", "silver", "gold", "ops"]):
-        typer.echo(f"  {name:<24} {tables.location(name)}")
+    events.emit("pipeline_done", "\n" + "\n".join(pl.summary_lines(reports)), run_id=run.run_id,
+                stages=[{"stage": r.stage, "status": r.status, "rows": r.rows, "seconds": round(r.seconds, 3)}
+                        for r in reports])
+    if not log_json:
+        typer.echo("\ntables:")
+        for name in tables.names(["bronze", "quarantine", "silver", "gold", "ops"]):
+            typer.echo(f"  {name:<24} {tables.location(name)}")
 
 
 @app.command()

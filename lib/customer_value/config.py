@@ -69,6 +69,8 @@ class TrainingConfig(_Strict):
     models_dir: str = Field("models", description="Artifacts: <models_dir>/<name>/<version>/, relative to storage.root.")
     work_dir: str = Field("_work/training", description="Training sets, checkpoints, rank reports.")
     tracking_uri: str | None = Field(None, description="MLflow; null: MLFLOW_TRACKING_URI, else SQLite under storage.root.")
+    retrain_every_days: int = Field(7, ge=1, description="`customer-value pipeline` trains when no model exists or S "
+                                                         "enters a new period of this many days (Mondays for 7).")
     snapshots: int = Field(12, ge=1, description="Training snapshots: S - H, then every snapshot_step_days back.")
     snapshot_step_days: int = Field(30, gt=0)
     validation_share: float = Field(0.15, gt=0, lt=1)
