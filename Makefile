@@ -13,8 +13,9 @@ PY := $(VENV)/bin/python
 RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_JARS="$(JARS)" \
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=3
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: setup demo test test-fast bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
+.PHONY: setup demo test test-fast notebooks bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -26,6 +27,10 @@ demo: setup
 	$(RUN) customer-value pipeline --generate --conf conf/local.yaml --set pseudonymisation.demo_mode=true
 	$(RUN) customer-value smoke --conf conf/local.yaml
 
+# after make demo: every analyst notebook executed on the demo's tables, copies with outputs in reports/notebooks/
+notebooks: setup
+	$(RUN) $(PY) -m customer_value.notebooks --conf conf/local.yaml
+
 bench-features: setup
 	$(RUN) $(PY) bench/features.py --conf conf/local.yaml
 
@@ -33,7 +38,7 @@ bench-training: setup
 	$(RUN) $(PY) bench/training.py --conf conf/local.yaml
 
 bench-scoring: setup
-	$(RUN) $(PY) bench/scoring.py --conf conf/local.yaml
+	$(RUN) $(PY) bench/scoring.py --conf conf/local.yaml $(BENCH_ARGS)
 
 bench-transactions: setup
 	$(RUN) $(PY) bench/transactions_backtest.py

@@ -219,3 +219,25 @@ def test_the_trained_model_scores_the_snapshot_into_tiers_that_mean_something(sp
     assert columns >= {"value_score", "churn_probability", "recency_days"}
     assert "shop_season_index" not in columns      # one value per snapshot: not a distribution to compare
     assert drift.verdict in ("stable", "watch", "retrain")
+
+
+def test_the_analyst_notebooks_run_on_the_scored_shop(spark, trained, tmp_path):
+    """notebooks/*.ipynb executed on a real kernel against this shop's tables (scores, summary, metrics, drift):
+    every cell runs, the plots are drawn, and the Spark SQL view agrees with delta-rs on the customer count."""
+    import nbformat
+
+    from customer_value.notebooks import NOTEBOOKS, execute
+
+    cfg, result, _ = trained
+    if not Tables(cfg.storage).exists(spark, "gold.drift"):      # this test run alone
+        score_snapshot(spark, cfg, result.snapshot)
+        monitor(spark, cfg, result.snapshot)
+    books = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert {b.name for b in books} == {"customer_scores.ipynb", "model_report.ipynb"}
+    for book in books:
+        stored = nbformat.read(book, as_version=4)
+        assert all(not c.get("outputs") for c in stored.cells if c.cell_type == "code"), f"{book.name} has outputs"
+        done = nbformat.read(execute(book, tmp_path, "conf/local.yaml", [f"storage.root={cfg.storage.root}"]), 4)
+        outputs = [o for c in done.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, book.name

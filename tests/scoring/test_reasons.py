@@ -4,9 +4,10 @@ complete (they add up to the distance from the reference), and removing the top 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from customer_value.scoring.reasons import Attributor, reason_groups, top_reasons
+from customer_value.scoring.reasons import Attributor, complete, reason_groups, top_reasons
 from tests.scoring import handmade
 
 
@@ -50,15 +51,30 @@ def test_exact_for_a_linear_model_at_one_step():
     assert np.abs(groups[:, 2:]).max() < 1e-4        # the sequence does not enter this model
 
 
-def test_the_known_network_matches_the_closed_form_integral_and_is_complete():
+@pytest.mark.parametrize("steps", [1, 2, 32])
+def test_the_known_network_matches_the_closed_form_integral_and_is_complete(steps):
+    """The known network is log-linear (E = exp(w·z + c)): the closed-form integral at any step count, one
+    included, and the amounts add up to E(x) − E(reference)."""
     s = handmade.spec()
     x = some_customers()
-    value, groups = Attributor(handmade.model(s), s, steps=32).expected(arrays(x, s))
+    value, groups = Attributor(handmade.model(s), s, steps=steps).expected(arrays(x, s))
     z = handmade.normalised(x, s)
     np.testing.assert_allclose(value, handmade.expected_spend(z), rtol=1e-4)
     np.testing.assert_allclose(groups[:, :2], handmade.exact_reasons(z), rtol=2e-3, atol=1e-3)
     reference = handmade.expected_spend(np.zeros((1, 3)))[0]
-    np.testing.assert_allclose(groups.sum(axis=1), value - reference, rtol=2e-3, atol=1e-2)
+    np.testing.assert_allclose(groups.sum(axis=1), value - reference, rtol=1e-4, atol=1e-3)
+
+
+def test_completion_scales_where_it_can_and_spreads_the_rest():
+    """Row 0: the quadrature's sum 4 against a gap of 6, scaled by 1.5 (ratios kept). Row 1: sum 0.1 of size
+    3.9 against a gap of 5, a factor of 50: the residual 4.9 spread by size instead. Row 2: nothing to attribute."""
+    an = tf.constant([[3.0, 1.0], [2.0, -1.9], [0.0, 0.0]])
+    aseq = tf.zeros([3, 1])
+    gap = tf.constant([6.0, 5.0, 0.0])
+    got_n, got_s = (t.numpy() for t in complete(an, aseq, gap))
+    np.testing.assert_allclose(got_n[0], [4.5, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(got_n[1], [2.0 + 4.9 * 2.0 / 3.9, -1.9 + 4.9 * 1.9 / 3.9], rtol=1e-5)
+    np.testing.assert_allclose(got_n.sum(axis=1) + got_s.sum(axis=1), [6.0, 5.0, 0.0], atol=1e-5)
 
 
 def test_removing_the_top_reason_moves_the_value_the_stated_way():
