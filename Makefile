@@ -15,7 +15,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-fast notebooks bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
+.PHONY: setup demo smoke test test-fast notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -23,13 +23,21 @@ setup:
 	echo "venv: $(VENV)"; echo "jars: $(JARS)"
 
 # The demo pseudonymises with the public demo key (generated data only; it says so loudly).
+# A second run skips every stage (nothing changed) and prints the same scores.
 demo: setup
 	$(RUN) customer-value pipeline --generate --conf conf/local.yaml --set pseudonymisation.demo_mode=true
+
+# the stack end to end once on a tiny table: Delta, delta-rs, Petastorm, Horovod, mapInPandas scoring
+smoke: setup
 	$(RUN) customer-value smoke --conf conf/local.yaml
 
 # after make demo: every analyst notebook executed on the demo's tables, copies with outputs in reports/notebooks/
 notebooks: setup
 	$(RUN) $(PY) -m customer_value.notebooks --conf conf/local.yaml
+
+# the Databricks bundle checked offline (typed models of databricks-bundles + our own checks)
+validate-bundle: setup
+	$(RUN) $(PY) deploy/validate_bundle.py
 
 bench-features: setup
 	$(RUN) $(PY) bench/features.py --conf conf/local.yaml

@@ -143,6 +143,7 @@ def pipeline(
     that failed. Each stage's run is recorded in ops.pipeline_runs. The monitor's verdict is printed; only
     `customer-value monitor` turns it into an exit code."""
     from customer_value import pipeline as pl
+    from customer_value.scoring.run import scores_report
     from customer_value.spark import spark_session
     from customer_value.tables import Tables
 
@@ -163,10 +164,13 @@ def pipeline(
             events.emit("pipeline_failed", f"pipeline {run.run_id} failed: {e}\nrerun the same command to resume "
                         "at the failed stage", run_id=run.run_id, error=str(e))
             raise typer.Exit(1) from None
+        scores = scores_report(spark, cfg, run.snapshot) if not log_json else None
     tables = Tables(cfg.storage)
     events.emit("pipeline_done", "\n" + "\n".join(pl.summary_lines(reports)), run_id=run.run_id,
                 stages=[{"stage": r.stage, "status": r.status, "rows": r.rows, "seconds": round(r.seconds, 3)}
                         for r in reports])
+    if scores is not None:
+        print_scores(scores, heading=f"\ncustomer scores at {scores.snapshot} ({scores.model}):")
     if not log_json:
         typer.echo("\ntables:")
         for name in tables.names(["bronze", "quarantine", "silver", "gold", "ops"]):
@@ -252,9 +256,9 @@ def score(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
     print_scores(result)
 
 
-def print_scores(result) -> None:
-    typer.echo(f"\nscored {result.customers:,} customers at {result.snapshot} with {result.model} "
-               f"in {result.seconds:.1f} s")
+def print_scores(result, heading: str | None = None) -> None:
+    typer.echo(heading or f"\nscored {result.customers:,} customers at {result.snapshot} with {result.model} "
+                          f"in {result.seconds:.1f} s")
     typer.echo("tiers: " + ", ".join(f"{t} {result.tiers.get(t, 0):,}" for t in ("high", "mid", "low")))
     typer.echo(f"{'segment':<26}{'customers':>10}{'value':>7}{'churn':>7}{'spend share':>12}  top action")
     for r in result.summary:

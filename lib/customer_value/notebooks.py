@@ -26,6 +26,7 @@ def execute(notebook: Path, out_dir: Path | None, conf: str = "conf/local.yaml",
             timeout: int = 900) -> Path | None:
     """Run every cell of `notebook` from the repository root with this configuration; write the executed copy."""
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -35,8 +36,14 @@ def execute(notebook: Path, out_dir: Path | None, conf: str = "conf/local.yaml",
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)          # the kernel inherits this process's environment
     try:
-        NotebookClient(book, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
+        # IPC sockets, not TCP: the kernel is local, and TCP makes it warn about unencrypted traffic
+        manager = KernelManager(kernel_name="python3", transport="ipc")
+        try:
+            NotebookClient(book, km=manager, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(ROOT)}}).execute()
+        finally:
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
     except CellExecutionError as e:
         raise NotebookFailed(f"{notebook.name}: a cell failed:\n{e}") from None
     finally:

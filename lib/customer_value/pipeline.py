@@ -119,11 +119,7 @@ def _train(spark, cfg, run):
 def _score(spark, cfg, run):
     from customer_value.scoring.run import score_snapshot
 
-    from customer_value.cli import print_scores
-
-    result = score_snapshot(spark, cfg, run.snapshot)
-    print_scores(result)
-    return result.customers
+    return score_snapshot(spark, cfg, run.snapshot).customers      # the pipeline reports the scores at its end
 
 
 def _monitor(spark, cfg, run):

@@ -98,3 +98,17 @@ def test_top_reasons_are_ordered_by_size_and_keep_the_sign():
     names, amounts = top_reasons(["a", "b", "c", "d"], np.array([[1.0, -5.0, 3.0, 0.5], [0.0, 0.1, -0.2, 0.0]]), 3)
     assert [list(n) for n in zip(*names)] == [["b", "c", "a"], ["c", "b", "a"]]
     np.testing.assert_allclose(np.column_stack(amounts), [[-5.0, 3.0, 1.0], [-0.2, 0.1, 0.0]])
+
+
+def test_a_fixed_feature_is_never_a_reason_and_the_rest_stay_complete():
+    """A shop-level feature keeps the customer's own value as its reference: zero amount, and the others add up
+    to E(x) − E(reference with that feature at x)."""
+    s = handmade.spec()
+    x = some_customers()
+    attributor = Attributor(handmade.model(s), s, steps=2, fixed=["recency"])
+    value, groups = attributor.expected(arrays(x, s))
+    assert np.abs(groups[:, 1]).max() == 0.0
+    z = handmade.normalised(x, s)
+    base = z.copy()
+    base[:, 0] = 0.0                       # spend at the reference; recency and its flag at the customer's own
+    np.testing.assert_allclose(groups.sum(axis=1), value - handmade.expected_spend(base), rtol=1e-4, atol=1e-3)

@@ -24,11 +24,14 @@ or of the other sign), the residual is spread in proportion to each attribution'
 Reference b: the training split's average customer: every numeric input at its training mean (0 after the
 model's normalisation) and every position of the order sequence at the training mean of its channel, present.
 Categorical inputs stay at the customer's own value (an embedding has no meaningful straight path), so they
-never appear as a reason. Inputs are grouped to the feature they come from: a feature and its missing flag are
+never appear as a reason; so do shop-level context features (the season index: the same for every customer of
+a snapshot, it says when, not who). Inputs are grouped to the feature they come from: a feature and its missing flag are
 one reason; the order sequence is one reason per channel.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -83,7 +86,10 @@ def complete(an, aseq, gap):
 class Attributor:
     """Expected spend and its integrated-gradient attributions for batches of a SavedModel's inputs."""
 
-    def __init__(self, model, spec: FeatureSpec, steps: int = 4, mean_scale: float = 1.0) -> None:
+    def __init__(self, model, spec: FeatureSpec, steps: int = 4, mean_scale: float = 1.0,
+                 fixed: Sequence[str] = ()) -> None:
+        """`fixed`: features whose reference is the customer's own value, so they are never a reason (shop-level
+        context such as the season: one value for every customer of a snapshot, not what sets them apart)."""
         import tensorflow as tf
 
         self.names, numeric_group, sequence_group = reason_groups(spec)
@@ -96,6 +102,7 @@ class Attributor:
         alphas = tf.constant((np.arange(steps, dtype=np.float32) + 0.5) / steps)
         k2 = tf.constant(mean_scale * mean_scale, tf.float32)
         ref_n, ref_s = tf.constant(self.ref_numeric), tf.constant(self.ref_sequence)
+        keep_own = tf.constant([n.removesuffix("__missing") in set(fixed) for n in spec.numeric_inputs])
 
         def expected_of(logits):
             if logits.shape.rank == 2:
@@ -111,12 +118,13 @@ class Attributor:
         def attribute(inputs):
             numeric, sequence = inputs["numeric"], inputs["sequence"]
             n = tf.shape(numeric)[0]
-            dn, ds = numeric - ref_n, sequence - ref_s
+            base_n = tf.where(keep_own[None, :], numeric, ref_n[None, :])     # [n, inputs]
+            dn, ds = numeric - base_n, sequence - ref_s
             a = tf.reshape(tf.repeat(alphas, n), [-1, 1])           # step-major: [steps * n, 1]
             others = {k: v for k, v in inputs.items() if k not in ("numeric", "sequence")}
             path = {k: tf.tile(v, tf.concat([[steps], tf.ones(tf.rank(v) - 1, tf.int32)], 0))
                     for k, v in others.items()}
-            pn = tf.tile(ref_n[None, :], [steps * n, 1]) + a * tf.tile(dn, [steps, 1])
+            pn = tf.tile(base_n, [steps, 1]) + a * tf.tile(dn, [steps, 1])
             ps = tf.tile(ref_s[None, :], [steps * n, 1]) + a * tf.tile(ds, [steps, 1])
             with tf.GradientTape() as tape:
                 tape.watch([pn, ps])
@@ -125,7 +133,7 @@ class Attributor:
             an = dn * tf.reduce_mean(tf.reshape(gn, [steps, n, -1]), axis=0)
             aseq = ds * tf.reduce_mean(tf.reshape(gs, [steps, n, -1]), axis=0)
             out = model(inputs, training=False)
-            gap = expected_of(out["spend"]) - expected({**others, "numeric": tf.tile(ref_n[None, :], [n, 1]),
+            gap = expected_of(out["spend"]) - expected({**others, "numeric": base_n,
                                                         "sequence": tf.tile(ref_s[None, :], [n, 1])})
             an, aseq = complete(an, aseq, gap)
             return out["spend"], out["churn"], an, aseq

@@ -97,7 +97,8 @@ def scored_frame(cfg: Config, model: registry.RegisteredModel, spec: FeatureSpec
     features, btyd = in_batch(features, spec, cfg.backtest.spend_fit_max_customers)
     inputs = model_inputs(features, spec, carry=btyd.carried() if btyd else ())
     return apply_model(inputs, str(model.path), spec, segment_inputs(cfg, spec),
-                       sc.reason_count if reasons else 0, sc.reason_steps, btyd, sc.threads_per_worker)
+                       sc.reason_count if reasons else 0, sc.reason_steps, btyd, sc.threads_per_worker,
+                       shop_level_features(cfg.features))
 
 
 def reference(spark: SparkSession, cfg: Config, tables: Tables, model: registry.RegisteredModel,
@@ -141,6 +142,11 @@ def _write_segments(spark: SparkSession, tables: Tables, segmentation: Segmentat
                  replace_where=f"model_name = '{model.name}' AND model_version = {model.version}")
 
 
+def shop_level_features(features_cfg: FeaturesConfig) -> list[str]:
+    """Features with one value per snapshot, shared by all its customers (catalogue group `context`)."""
+    return [d.name for d in catalogue(features_cfg) if d.group in SHOP_LEVEL_GROUPS]
+
+
 def monitored_features(spec: FeatureSpec, features_cfg: FeaturesConfig) -> list[str]:
     """The stored per-customer numeric features the model reads. Not its added BG/NBD inputs (derived, not
     stored), and not the shop-level context features (`shop_season_index`): one value shared by every customer of
@@ -148,7 +154,7 @@ def monitored_features(spec: FeatureSpec, features_cfg: FeaturesConfig) -> list[
     demo); the season moving is what the model was trained across, not drift."""
     from customer_value.models.btyd_inputs import BTYD_INPUTS
 
-    shop_level = {d.name for d in catalogue(features_cfg) if d.group in SHOP_LEVEL_GROUPS}
+    shop_level = set(shop_level_features(features_cfg))
     return [c.name for c in spec.of(NUMERIC) if c.name not in BTYD_INPUTS and c.name not in shop_level]
 
 
@@ -196,10 +202,25 @@ def score_snapshot(spark: SparkSession, cfg: Config, snapshot: date | None = Non
     summary = segment_summary(written, tables.read(spark, "gold.segments"))
     tables.write(summary, "gold.segment_summary", replace_where=f"snapshot_date = '{snapshot}'")
     register_view(spark, tables)
-    tiers = {r["tier"]: r["count"] for r in written.groupBy("tier").count().collect()}
+    return scores_report(spark, cfg, snapshot, time.perf_counter() - t_start)
+
+
+def scores_report(spark: SparkSession, cfg: Config, snapshot: date, seconds: float = 0.0) -> ScoreResult | None:
+    """What gold.customer_scores and gold.segment_summary hold for S (None where S is not scored): the tier
+    counts, the segments, where the tables are. Read back from the tables, so a pipeline run that skipped the
+    score stage reports the same as the run that wrote them."""
+    tables = Tables(cfg.storage)
+    if not tables.exists(spark, "gold.customer_scores") or not tables.exists(spark, "gold.segment_summary"):
+        return None
+    written = tables.read(spark, "gold.customer_scores").where(F.col("snapshot_date") == F.lit(snapshot))
+    counts = written.groupBy("tier", "model_name", "model_version").count().collect()
+    if not counts:
+        return None
+    tiers = {r["tier"]: r["count"] for r in counts}
+    label = f"{counts[0]['model_name']}/{counts[0]['model_version']}"
     rows = [r.asDict() for r in tables.read(spark, "gold.segment_summary")
             .where(F.col("snapshot_date") == F.lit(snapshot)).orderBy(F.desc("mean_value_score")).collect()]
-    return ScoreResult(snapshot, model.label, n, time.perf_counter() - t_start, tiers, rows,
+    return ScoreResult(snapshot, label, sum(tiers.values()), seconds, tiers, rows,
                        {t: tables.location(t) for t in ("gold.customer_scores", "gold.segment_summary", "gold.segments")})
 
 

@@ -27,12 +27,13 @@ def model_udf_schema(keep: Sequence[str], reason_count: int) -> str:
 
 
 def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (), reason_count: int = 0,
-                reason_steps: int = 4, btyd=None, threads: int | None = None) -> DataFrame:
+                reason_steps: int = 4, btyd=None, threads: int | None = None, fixed: Sequence[str] = ()) -> DataFrame:
     """`model_inputs` rows → customer_id, the predictions, the `keep` input columns and, when `reason_count` > 0,
     reason_1 .. reason_k with their amounts (money, signed), computed in the same batch as the prediction.
 
     `btyd`: an `InBatchBtyd` that fills the model's BG/NBD inputs in each batch (the rows then carry its raw
-    columns). `threads`: TensorFlow's threads per Python worker (Spark already runs one worker per core)."""
+    columns). `threads`: TensorFlow's threads per Python worker (Spark already runs one worker per core).
+    `fixed`: features never given as reasons (shop-level context, `reasons.Attributor`)."""
     from customer_value.models.deep import calibration_of
 
     saved = f"{model_dir}/saved_model"
@@ -47,7 +48,8 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
         if threads:
             _limit_threads(threads)
         model = load_saved_model(saved)
-        attributor = _attributor(saved, model, spec, reason_steps, scale["mean_scale"]) if reason_count else None
+        attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed))
+                      if reason_count else None)
         for pdf in batches:
             if not len(pdf):
                 continue
@@ -84,13 +86,13 @@ def _limit_threads(threads: int) -> None:
 _ATTRIBUTORS: dict[tuple, object] = {}
 
 
-def _attributor(saved: str, model, spec, steps: int, mean_scale: float):
+def _attributor(saved: str, model, spec, steps: int, mean_scale: float, fixed: tuple[str, ...] = ()):
     """One traced attribution function per worker, model version and settings."""
     from customer_value.scoring.reasons import Attributor
 
-    key = (saved, steps, mean_scale)
+    key = (saved, steps, mean_scale, fixed)
     if key not in _ATTRIBUTORS:
-        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale)
+        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale, fixed)
     return _ATTRIBUTORS[key]
 
 
