@@ -324,13 +324,61 @@ def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) ->
     typer.echo(_config(conf, overrides).model_dump_json(indent=2))
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Mistakes in what the user gave (configuration, flags, missing inputs, refused runs): one line, no
+    traceback. Anything else is a bug and keeps its traceback."""
+    from customer_value.cleaning.pseudonymise import MissingKeyError
+    from customer_value.cleaning.quality import DataQualityError
+    from customer_value.config import ConfigError
+    from customer_value.evaluation.backtest import BacktestError
+    from customer_value.models.deep import LeakError
+    from customer_value.models.registry import ModelNotFound
+    from customer_value.notebooks import NotebookFailed
+    from customer_value.pipeline import PipelineError
+    from customer_value.scoring.run import ScoringError
+    from customer_value.spark import SparkSetupError
+    from customer_value.tables import UnknownTableError
+
+    return (ConfigError, BacktestError, LeakError, ModelNotFound, ScoringError, PipelineError, SparkSetupError,
+            UnknownTableError, DataQualityError, MissingKeyError, NotebookFailed)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    """The console script. Exit codes: 0 done, 1 a stage or input failed, 2 a usage or configuration mistake,
+    `monitor.retrain_exit_code` (3) a retrain verdict from `monitor`. CUSTOMER_VALUE_DEBUG=1 shows tracebacks."""
     import os
+
+    import click
 
     # TensorFlow's C++ start-up lines (CUDA factories, TensorRT) on a CPU box are noise; set it to 0 to see them.
     # Before Spark starts: its Python workers inherit it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    app(args=argv, prog_name="customer-value")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")   # MLflow's database set-up lines on first use
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), "")
+    prog = f"customer-value {command}".strip()
+    debug = os.environ.get("CUSTOMER_VALUE_DEBUG") == "1"
+    try:
+        app(args=args, prog_name="customer-value", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as e:        # a bad flag, value or command
+        import typer.main
+
+        if command not in typer.main.get_command(app).commands:
+            prog = "customer-value"
+        print(f"{prog}: {e.format_message()} (see `{prog} --help`)", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except _user_errors() as e:
+        if debug:
+            raise
+        from customer_value.config import ConfigError
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{prog}: {type(e).__name__}: {first}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
 
 
 def run_job(stage: str) -> None:

@@ -362,4 +362,17 @@ def load_config(overlay: str | Path | None = None, overrides: Sequence[str] = ()
         return Config.model_validate(data)
     except ValidationError as exc:
         where = overlay_path or conf_dir / "base.yaml"
-        raise ConfigError(f"invalid configuration ({where} + overrides):\n{exc}") from None
+        raise ConfigError(f"invalid configuration ({where} + overrides): {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors as one line: `key.path: what is wrong (got value)`, joined by `; `."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        parts.append(f"{key}: {msg}{got}")
+    return "; ".join(parts)
