@@ -137,3 +137,14 @@ def test_training_is_due_once_per_period(cfg):
     assert pl._training_period(cfg, pl.Run(monday)) == pl._training_period(cfg, pl.Run(sunday))
     assert pl._training_period(cfg, pl.Run(next_monday)) == pl._training_period(cfg, pl.Run(monday)) + 1
     assert fp[sunday] == fp[monday] and fp[next_monday] != fp[monday]
+
+
+def test_every_stage_names_real_settings_and_tables(cfg):
+    from customer_value.config import Config
+    from customer_value.tables import TABLES
+
+    for stage in pl.STAGES:
+        assert set(stage.settings) <= set(Config.model_fields), stage.name
+        for name in (*stage.inputs, *stage.outputs):
+            assert name in TABLES or name in (pl.LANDING, pl.MODEL), (stage.name, name)
+        pl.fingerprint(stage, cfg, pl.Run(S), {})

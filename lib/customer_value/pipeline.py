@@ -143,7 +143,7 @@ BRONZE = tuple(f"bronze.{s}" for s in ("users", "orders", "order_items", "events
 STAGES: tuple[Stage, ...] = (
     Stage("generate", (), (LANDING, "synthetic.ground_truth"), ("synthetic", "landing"), _generate,
           "a synthetic shop's raw exports into the landing folder (with --generate only)"),
-    Stage("ingest", (LANDING,), (*BRONZE, "ops.ingested_files"), ("ingest", "landing"), _ingest,
+    Stage("ingest", (LANDING,), (*BRONZE, "ops.ingested_files"), ("landing",), _ingest,
           "new landing files into bronze and quarantine"),
     Stage("clean", BRONZE, SILVER, ("cleaning", "pseudonymisation"), _clean,
           "bronze into pseudonymised silver, with data-quality metrics"),

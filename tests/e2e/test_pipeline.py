@@ -15,8 +15,8 @@ from tests.e2e.conftest import shop_config
 
 pytestmark = pytest.mark.slow
 
-FAST = ["training.epochs=3", "training.snapshots=3", "training.network.towers=1", "training.network.hidden=[16]",
-        "features.history_snapshots=5"]
+# the suite's training settings (six snapshots: each rank's validation shard gets rows), fewer epochs
+FAST = ["training.epochs=3", "training.network.towers=1", "training.network.hidden=[16]", "features.history_snapshots=5"]
 
 
 def statuses(reports):
@@ -24,7 +24,7 @@ def statuses(reports):
 
 
 def test_the_pipeline_runs_then_skips_then_reruns_what_an_input_reaches(spark, tmp_path):
-    cfg = shop_config(tmp_path / "tables", 1200, *FAST)
+    cfg = shop_config(tmp_path / "tables", 1500, *FAST)
     run = pl.Run(pl.default_snapshot(cfg))
     stages = pl.select(pl.STAGES, generate=True)
     out = io.StringIO()

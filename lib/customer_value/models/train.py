@@ -68,7 +68,14 @@ def train(plan: dict) -> dict:
     batch = int(plan["batch_size"])
     min_train = int(hvd_tf.allreduce(tf.constant(len(train_keys), tf.int64), op=hvd_tf.Min).numpy())
     min_val = int(hvd_tf.allreduce(tf.constant(len(val_keys), tf.int64), op=hvd_tf.Min).numpy())
-    steps, val_steps = min_train // batch, max(1, min_val // batch)
+    if min_val == 0:
+        raise ValueError(f"rank {rank}: no validation rows in its shard ({len(val_keys)} here, the fewest of {size} "
+                         f"ranks: 0); the validation split has fewer row groups than ranks: give it more customers "
+                         f"or snapshots, or lower training.rows_per_group")
+    # validation batches are whole (the loader drops a remainder): a split smaller than one batch a rank is
+    # validated in one smaller batch, not skipped (Keras then reports no val_loss and early stopping has nothing)
+    val_batch = min(batch, min_val)
+    steps, val_steps = min_train // batch, max(1, min_val // val_batch)
     if steps < 1:
         raise ValueError(f"rank {rank}: the smallest shard has {min_train} rows, fewer than one batch of {batch}")
 
@@ -147,7 +154,7 @@ def train(plan: dict) -> dict:
         with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr:
             fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
                             initial_epoch=initial_epoch,
-                            validation_data=data.dataset(va, spec, batch, threads=threads).take(val_steps),
+                            validation_data=data.dataset(va, spec, val_batch, threads=threads).take(val_steps),
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
