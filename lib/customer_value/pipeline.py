@@ -113,7 +113,8 @@ def _train(spark, cfg, run):
     deep, result = train_and_backtest(spark, cfg)
     print(f"model {deep.version}: {deep.registered.path}; report: {result.report_dir}/report.html", flush=True)
     training = json.loads((deep.registered.path / "training.json").read_text())
-    return int(training.get("training_set", {}).get("rows") or 0)
+    split = training["training_set"]
+    return int(split["train_rows"]) + int(split["validation_rows"])
 
 
 def _score(spark, cfg, run):
