@@ -28,6 +28,14 @@ def test_job_file_runs_from_a_source_checkout_and_shows_its_options():
     assert "--conf" in proc.stdout and "--set" in proc.stdout
 
 
+def test_exit_codes_of_typer_exit_pass_through(tmp_path):
+    """A command's own exit code (monitor's retrain code, the pipeline's failure) reaches the shell."""
+    proc = _run(sys.executable, "-m", "customer_value.cli", "pipeline", "--only", "features", "--set",
+                f"storage.root={tmp_path}", "--set", "spark.master=local[1]")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stage 'features' failed" in proc.stdout
+
+
 def test_bad_override_fails_with_a_clear_message():
     proc = _run(sys.executable, "-m", "customer_value.cli", "show-config", "--set", "training.num_proc=-1")
     assert proc.returncode != 0
@@ -76,7 +84,9 @@ def test_a_mistake_gets_one_clear_line(args, code, says):
 
 
 def test_a_missing_input_names_what_to_run_first(tmp_path):
-    proc = _run(sys.executable, "-m", "customer_value.cli", "score", "--set", f"storage.root={tmp_path}")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}     # this root's own registry
+    proc = subprocess.run([sys.executable, "-m", "customer_value.cli", "score", "--set", f"storage.root={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "ModelNotFound" in lines[0] and "run `customer-value train` first" in lines[0], proc.stderr

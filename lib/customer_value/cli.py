@@ -359,7 +359,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     prog = f"customer-value {command}".strip()
     debug = os.environ.get("CUSTOMER_VALUE_DEBUG") == "1"
     try:
-        app(args=args, prog_name="customer-value", standalone_mode=False)
+        # outside standalone mode click returns a typer.Exit's code instead of exiting: pass it on (monitor's
+        # retrain code, the pipeline's 1)
+        code = app(args=args, prog_name="customer-value", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
