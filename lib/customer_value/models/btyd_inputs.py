@@ -123,11 +123,9 @@ class InBatchBtyd:
 
     def fill(self, pdf: pd.DataFrame) -> pd.DataFrame:
         """`model_inputs` rows with the placeholders replaced by this batch's transformed predictions."""
-        raw = [pdf[RAW_PREFIX + c] for c in RAW_INPUTS]
-        pred = btyd_predictions(self.fitted, self.horizon_days, *raw)
-        buyer = (raw[-1].fillna(0) > 0).to_numpy()
+        pred = btyd_predictions(self.fitted, self.horizon_days, *(pdf[RAW_PREFIX + c] for c in RAW_INPUTS))
         for name, src in BTYD_INPUTS.items():
-            v = np.where(buyer, pred[src].to_numpy(np.float64), np.nan)
+            v = pred[src].to_numpy(np.float64)          # NaN for non-buyers already
             missing = np.isnan(v)
             pdf[name] = np.where(missing, 0.0, np.sign(v) * np.log1p(np.abs(v))).astype(np.float32)
             if f"{name}__missing" in pdf:
