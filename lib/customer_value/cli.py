@@ -105,14 +105,17 @@ def ingest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None
 
 
 @app.command("clean")
-def clean_cmd(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) -> None:
-    """Clean bronze into silver (pseudonymised), with data-quality metrics and thresholds."""
+def clean_cmd(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
+              full: Annotated[bool, typer.Option("--full", help="Recompute silver from all of bronze instead of "
+                                                 "merging only the batches it has not seen.")] = False) -> None:
+    """Clean bronze into silver (pseudonymised), with data-quality metrics and thresholds. By default only the
+    bronze batches silver has not seen are merged (cleaning.incremental)."""
     from customer_value.cleaning.run import clean_all
     from customer_value.spark import spark_session
 
     cfg = _config(conf, overrides)
     with spark_session(cfg) as spark:
-        clean_all(spark, cfg)
+        clean_all(spark, cfg, full=full)
 
 
 StageOption = Annotated[Optional[str], typer.Option(

@@ -153,6 +153,9 @@ class SyntheticConfig(_Strict):
     engagement: Engagement
     categories: list[str] = Field(min_length=1)
     dirty: DirtyRates
+    delivery_days: int = Field(0, ge=0, description=(
+        "0: one export file per source and block. N > 0: what was recorded in the last N days of the export "
+        "comes as one file per day (a shop's daily deliveries), the rest as the history file."))
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> "SyntheticConfig":
@@ -181,12 +184,14 @@ class CleaningConfig(_Strict):
     as_of: date | None = None
     shop_opened: date
     max_reject_share: float = Field(ge=0, le=1)
+    min_rows_to_judge: int = Field(200, ge=0, description="A table reading fewer rows in a run is not held to max_reject_share.")
     max_amount: float = Field(gt=0)
     max_quantity: int = Field(gt=0)
     outlier_quantile: float = Field(gt=0.5, le=1)
     statuses: list[str] = Field(min_length=1)
     event_types: list[str] = Field(min_length=1)
     fill: dict[str, str] = Field(default_factory=dict)
+    incremental: bool = Field(True, description="Merge only new bronze batches into silver (false: recompute all).")
 
     def today(self) -> date:
         from datetime import datetime, timezone

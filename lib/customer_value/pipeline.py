@@ -102,7 +102,7 @@ def _clean(spark, cfg, run):
 def _features(spark, cfg, run):
     from customer_value.features.run import run_features
 
-    run_features(spark, cfg, run.snapshot, cfg.features.history_snapshots)
+    run_features(spark, cfg, run.snapshot, cfg.features.history_snapshots, reuse=True)
     feats = Tables(cfg.storage).read(spark, "gold.customer_features")
     return feats.where(F.col("snapshot_date") == F.lit(run.snapshot)).count()
 
@@ -149,7 +149,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("clean", BRONZE, SILVER, ("cleaning", "pseudonymisation"), _clean,
           "bronze into pseudonymised silver, with data-quality metrics"),
     Stage("features", SILVER, ("gold.customer_features",), ("features",), _features,
-          "point-in-time features at S and its history snapshots, labels where the horizon has passed"),
+          "point-in-time features at S and its history snapshots (on a grid: written once, then reused), labels where the horizon has passed"),
     Stage("train", (), (MODEL,), ("training", "features", "backtest"), _train,
           "train, backtest and register the model, when due (training.retrain_every_days)",
           period=_training_period),

@@ -34,6 +34,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("quarantine.files", description="Landing files rejected whole (empty, binary, unusable header)."),
         TableSpec("ops.ingest_log", description="Per batch and file: rows read, in bronze, quarantined; encoding, layout."),
         TableSpec("ops.ingested_files", description="Every landing file ingested, with its batch: the commit marker."),
+        TableSpec("ops.clean_batches", description="Per source, every bronze batch clean has merged into silver, and by which run."),
         TableSpec("ops.pipeline_runs", description="Per pipeline run and stage: its fingerprint, status, rows, time, inputs."),
         TableSpec("silver.customers", description="Current profile per pseudonymised customer: no personal data."),
         TableSpec("silver.customer_history", description="Every version of each customer's profile, valid over [valid_from, valid_to)."),

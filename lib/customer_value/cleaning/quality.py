@@ -86,8 +86,10 @@ def metric_rows(run_id: str, counts: TableCounts, profile_rows) -> list[tuple]:
     return rows
 
 
-def check_thresholds(counts: list[TableCounts], max_reject_share: float) -> None:
-    over = [c for c in counts if c.reject_share > max_reject_share]
+def check_thresholds(counts: list[TableCounts], max_reject_share: float, min_rows: int = 0) -> None:
+    """Fails when a table rejected more than `max_reject_share` of what it read; a table that read fewer than
+    `min_rows` rows (a small daily batch, where one bad line is a large share) is not judged."""
+    over = [c for c in counts if c.rows_in + c.quarantined >= min_rows and c.reject_share > max_reject_share]
     if over:
         detail = "; ".join(f"{c.table}: {c.reject_share:.1%} of rows rejected or quarantined "
                            f"({', '.join(f'{k} {v}' for k, v in sorted(c.rejected.items())) or 'at ingest'})" for c in over)

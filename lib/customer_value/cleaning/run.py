@@ -2,9 +2,21 @@
 their version histories (silver.customer_history, silver.order_history, silver.review_history),
 quarantine.rejects and ops.data_quality.
 
-Silver is recomputed from bronze on each run (deterministic: same bronze, same silver), so a rerun after any
-crash converges; the histories are MERGEd (one commit each), so their Delta log shows what each run changed. The metrics are written first; when a threshold is broken the job fails before publishing
-silver, so downstream jobs keep reading the last good version.
+Two modes, the same silver:
+- full (the first run, `--full`, `cleaning.incremental: false`, or a changed key or schema): silver is recomputed
+  from all of bronze (deterministic: same bronze, same silver);
+- incremental (every later run): only the bronze batches not yet in `ops.clean_batches` are read, with the keys
+  they touch. A key's rows are cleaned from *all* its bronze rows (an order's versions, a customer's profile
+  edits, an order's item lines), so its history is what a full run gives; the slice's rows replace that key's
+  rows in one MERGE per table. Events are append-only: the new ones are inserted unless already there.
+  Cost follows the new batches, not the history (the keyed bronze tables are read by key, events never again).
+
+Each table is one Delta commit, and the batches are recorded in `ops.clean_batches` last: a crash anywhere reruns
+the same slice, which replaces what it wrote (no duplicates). The metrics are written first; when a threshold is
+broken the job fails before publishing silver, so downstream jobs keep reading the last good version.
+
+What a daily run does not redo: the outlier flag of orders outside the slice keeps the cap of the run that wrote
+it (a data-quality signal, read by no feature or label); `--full` re-flags every order against today's quantile.
 """
 
 from __future__ import annotations
@@ -18,11 +30,12 @@ from pyspark.sql import functions as F
 
 from customer_value.cleaning import tables as clean
 from customer_value.cleaning.history import VALID_FROM
-from customer_value.cleaning.pseudonymise import load_key
+from customer_value.cleaning.pseudonymise import hmac_hex, load_key, pseudonym
 from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows, profile
-from customer_value.cleaning.rules import REJECT
+from customer_value.cleaning.rules import FLAGS, REJECT
 from customer_value.config import Config
 from customer_value.ingest.parse import union_all
+from customer_value.schemas import RAW_SOURCES
 from customer_value.landing import SOURCES
 from customer_value.tables import Tables
 
@@ -45,6 +58,13 @@ CONSTRAINTS = {
     "silver.events": {"event_ts_present": "event_ts IS NOT NULL"},
     "silver.reviews": {"rating_1_to_5": "rating BETWEEN 1 AND 5"},
 }
+
+
+BATCHES = "ops.clean_batches"
+BATCHES_SCHEMA = "source string, batch_id string, run_id string, key_check string, cleaned_at timestamp"
+# Silver's key per source: a slice's rows replace the rows of these keys (order items: by their order).
+SLICE_KEYS = {"users": "customer_id", "orders": "order_id", "order_items": "order_id", "reviews": "review_id"}
+EVENT_IDENTITY = ("customer_id", "event_ts", "event_type", "product_id", "session_id")
 
 
 def _log(msg: str) -> None:
@@ -84,19 +104,140 @@ def merge_history(spark: SparkSession, tables: Tables, history: DataFrame, name:
      .execute())
 
 
-def clean_all(spark: SparkSession, cfg: Config) -> dict:
+def key_check(key: bytes) -> str:
+    """A fingerprint of the pseudonymisation key (not the key, nor a way back to it): silver made under another
+    key cannot take an incremental slice, whose pseudonyms would not match."""
+    return hmac_hex(key, "customer-value key check")[:16]
+
+
+def batches_to_clean(spark: SparkSession, tables: Tables, check: str) -> dict[str, list[str]] | None:
+    """Per source, the bronze batches silver has not seen; None where a full run is needed (no silver yet, no
+    record of cleaned batches, or silver made under another key)."""
+    if not all(tables.exists(spark, n) for n in (BATCHES, *SILVER.values(), *HISTORY.values())):
+        return None
+    done = tables.read(spark, BATCHES).collect()
+    if not done or {r["key_check"] for r in done} != {check}:
+        return None
+    seen = {(r["source"], r["batch_id"]) for r in done}
+    new = {}
+    for s in SOURCES:
+        present = [r["_batch_id"] for r in tables.read(spark, f"bronze.{s}").select("_batch_id").distinct().collect()]
+        new[s] = sorted(b for b in present if (s, b) not in seen)
+    return new
+
+
+def incremental_slice(bronze: dict[str, DataFrame], new: dict[str, list[str]]) -> tuple[dict[str, DataFrame], dict[str, DataFrame]]:
+    """The bronze rows an incremental run cleans, and the raw keys they cover, from the new batches per source.
+
+    Keys touched by a new row are recomputed from all their bronze rows: a customer with a new profile version;
+    an order with a new version or a new item line (its item count changes), and the orders and reviews of a
+    customer seen for the first time (rows that arrived before their customer were flagged orphans); the item
+    lines of every such order. Events are append-only: only the new ones."""
+    fresh = {s: bronze[s].where(F.col("_batch_id").isin(new[s])) if new[s] else bronze[s].limit(0) for s in SOURCES}
+    users = fresh["users"].select("user_id").distinct()
+    orders = (fresh["orders"].select("order_id")
+              .unionByName(fresh["order_items"].select("order_id"))
+              .unionByName(bronze["orders"].join(users, "user_id", "left_semi").select("order_id")).distinct())
+    reviews = (fresh["reviews"].select("review_id")
+               .unionByName(bronze["reviews"].join(users, "user_id", "left_semi").select("review_id")).distinct())
+    keys = {"users": users, "orders": orders, "reviews": reviews}
+    keys = {k: v.persist(StorageLevel.MEMORY_AND_DISK) for k, v in keys.items()}
+    rows = {
+        "users": bronze["users"].join(keys["users"], "user_id", "left_semi"),
+        "orders": bronze["orders"].join(keys["orders"], "order_id", "left_semi"),
+        "order_items": bronze["order_items"].join(keys["orders"], "order_id", "left_semi"),
+        "events": fresh["events"],
+        "reviews": bronze["reviews"].join(keys["reviews"], "review_id", "left_semi"),
+    }
+    return rows, keys
+
+
+def replace_keys(spark: SparkSession, tables: Tables, name: str, rows: DataFrame, keys: DataFrame, key: str) -> None:
+    """One MERGE commit: every row of `name` whose `key` is in `keys` is deleted and `rows` (the recomputed rows
+    of exactly those keys) inserted. A rerun deletes and inserts the same rows: no duplicates, nothing lost.
+
+    Why one MERGE and not a delete then an append: two commits would let a reader, or a crash, see the keys
+    gone. The source is the keys to delete (matching on the key) and the rows to insert (a null match key)."""
+    match = "_replace_key"
+    key_type = dict(rows.dtypes)[key]
+    deletes = keys.select(F.col(key).cast(key_type).alias(match)).distinct()
+    deletes = deletes.select(match, *[F.lit(None).cast(t).alias(c) for c, t in rows.dtypes])
+    inserts = rows.select(F.lit(None).cast(key_type).alias(match), *rows.columns)
+    source = deletes.unionByName(inserts)
+    (tables.delta_table(spark, name).alias("t")
+     .merge(source.alias("s"), f"t.`{key}` = s.{match}")
+     .whenMatchedDelete()
+     .whenNotMatchedInsert(condition=f"s.{match} IS NULL", values={c: f"s.`{c}`" for c in rows.columns})
+     .execute())
+
+
+def append_events(spark: SparkSession, tables: Tables, events: DataFrame, new_customers: DataFrame) -> None:
+    """New events into silver.events unless already there (the same event re-sent in a later file), in one
+    MERGE; then events of customers seen for the first time lose their orphan flag (they arrived first)."""
+    same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in EVENT_IDENTITY)
+    tables.delta_table(spark, "silver.events").alias("t").merge(events.alias("s"), same).whenNotMatchedInsertAll().execute()
+    (tables.delta_table(spark, "silver.events").alias("t")
+     .merge(new_customers.alias("s"), f"t.customer_id = s.customer_id AND array_contains(t.{FLAGS}, 'orphan')")
+     .whenMatchedUpdate(set={FLAGS: f"array_remove(t.{FLAGS}, 'orphan')"})
+     .execute())
+
+
+def record_batches(spark: SparkSession, tables: Tables, batches: dict[str, list[str]], rid: str, check: str,
+                   full: bool) -> None:
+    """The batches now in silver: replaced whole after a full run, MERGEd after an incremental one (last)."""
+    now = spark.sql("SELECT current_timestamp() AS t").collect()[0]["t"]
+    rows = [(s, b, rid, check, now) for s, bs in batches.items() for b in bs]
+    df = spark.createDataFrame(rows, BATCHES_SCHEMA)
+    if full or not tables.exists(spark, BATCHES):
+        tables.write(df, BATCHES, options={"overwriteSchema": "true"})
+    else:
+        (tables.delta_table(spark, BATCHES).alias("t")
+         .merge(df.alias("s"), "t.source = s.source AND t.batch_id = s.batch_id").whenNotMatchedInsertAll().execute())
+
+
+def _all_batches(spark: SparkSession, tables: Tables) -> dict[str, list[str]]:
+    return {s: sorted(r["_batch_id"] for r in tables.read(spark, f"bronze.{s}").select("_batch_id").distinct().collect())
+            for s in SOURCES}
+
+
+def clean_all(spark: SparkSession, cfg: Config, full: bool = False) -> dict:
+    """Clean bronze into silver: incrementally (the new batches) where silver allows it, else in full."""
     t_start = time.perf_counter()
     tables = Tables(cfg.storage)
-    ctx = clean.Context(cfg.cleaning, load_key(cfg.pseudonymisation), cfg.cleaning.today())
+    key = load_key(cfg.pseudonymisation)
+    ctx = clean.Context(cfg.cleaning, key, cfg.cleaning.today())
+    check = key_check(key)
+    new = None if full or not cfg.cleaning.incremental else batches_to_clean(spark, tables, check)
     rid = run_id(spark, tables)
     bronze = {s: tables.read(spark, f"bronze.{s}") for s in SOURCES}
-    quarantined = {s: tables.read(spark, f"quarantine.{s}").count() for s in SOURCES}
+    if new is None:
+        _log("full run: silver from all of bronze")
+        batches, keys, known = _all_batches(spark, tables), None, None
+    else:
+        if not any(new.values()):
+            _log("no new bronze batches: silver is up to date")
+            return {}
+        _log("incremental run: " + ", ".join(f"{s} {len(b)} new batch(es)" for s, b in new.items()))
+        batches = new
+        bronze, keys = incremental_slice(bronze, new)
+        keys["customers"] = keys["users"].select(pseudonym(F.col("user_id"), key).alias("customer_id")).persist(
+            StorageLevel.MEMORY_AND_DISK)
+        known = clean.Known(
+            customers=tables.read(spark, "silver.customers").select("customer_id").join(keys["customers"], "customer_id", "left_anti"),
+            orders=tables.read(spark, "silver.orders").select("order_id").join(keys["orders"], "order_id", "left_anti"))
+    in_batches = F.col("_batch_id").isin([b for bs in batches.values() for b in bs])
+    quarantined = {s: tables.read(spark, f"quarantine.{s}").where(F.col("_batch_id").isin(batches[s])).count()
+                   if batches[s] else 0 for s in SOURCES}
 
-    stages = clean.silver_stages(bronze, ctx)
+    stages = clean.silver_stages(bronze, ctx, known)
     # the outlier flag is a quantile of the valid order totals over the whole history (data quality only)
     orders = stages["orders"]
     orders.ruled = orders.ruled.persist(StorageLevel.MEMORY_AND_DISK)
-    cap = orders.ruled.where(F.col(REJECT).isNull()).approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
+    valid_totals = orders.ruled.where(F.col(REJECT).isNull()).select("total")
+    if known is not None:
+        valid_totals = valid_totals.unionByName(
+            tables.read(spark, "silver.orders").join(keys["orders"], "order_id", "left_anti").select("total"))
+    cap = valid_totals.approxQuantile("total", [cfg.cleaning.outlier_quantile], 0.0001)
     outlier_cap = float(cap[0]) if cap else None
 
     counts, metrics, silver = [], [], {}
@@ -118,20 +259,41 @@ def clean_all(spark: SparkSession, cfg: Config) -> dict:
              f"{sum(c.flagged.values()):>6,}  out {c.rows_out:>10,}  ({time.perf_counter() - t0:.1f} s)")
 
     tables.write(spark.createDataFrame(metrics, METRICS_SCHEMA), "ops.data_quality", replace_where=f"run_id = '{rid}'")
-    check_thresholds(counts, cfg.cleaning.max_reject_share)
+    check_thresholds(counts, cfg.cleaning.max_reject_share, cfg.cleaning.min_rows_to_judge)
 
+    # rows of earlier batches in the slice were judged (and their rejects recorded) by the run that cleaned them
     rejects = union_all([clean.reject_records(st, SILVER[s], s) for s, st in stages.items()])
-    tables.write(rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
-    for source, st in stages.items():
-        if st.history is not None:
-            merge_history(spark, tables, st.history, HISTORY[source])
-    for source, df in silver.items():
-        tables.write(df, SILVER[source], options={"overwriteSchema": "true"})
-        add_constraints(spark, tables, SILVER[source])
+    if keys is None:
+        tables.write(rejects, "quarantine.rejects", options={"overwriteSchema": "true"})
+    else:
+        in_list = ", ".join(f"'{b}'" for b in sorted({b for bs in batches.values() for b in bs}))
+        tables.write(rejects.where(in_batches), "quarantine.rejects", replace_where=f"_batch_id IN ({in_list})")
+    if keys is None:
+        for source, st in stages.items():
+            if st.history is not None:
+                merge_history(spark, tables, st.history, HISTORY[source])
+        for source, df in silver.items():
+            tables.write(df, SILVER[source], options={"overwriteSchema": "true"})
+            add_constraints(spark, tables, SILVER[source])
+    else:
+        slice_keys = {"users": keys["customers"], "orders": keys["orders"], "order_items": keys["orders"],
+                      "reviews": keys["reviews"]}
+        for source, st in stages.items():
+            if st.history is not None:
+                replace_keys(spark, tables, HISTORY[source], st.history, slice_keys[source], SLICE_KEYS[source])
+        for source, df in silver.items():
+            if source == "events":
+                append_events(spark, tables, df, keys["customers"])
+            else:
+                replace_keys(spark, tables, SILVER[source], df, slice_keys[source], SLICE_KEYS[source])
+    record_batches(spark, tables, batches, rid, check, full=keys is None)
+    for df in silver.values():
         df.unpersist()
     for st in stages.values():
         st.ruled.unpersist()
         if st.history is not None:
             st.history.unpersist()
+    for df in (keys or {}).values():
+        df.unpersist()
     _log(f"run {rid}: silver published in {time.perf_counter() - t_start:.1f} s")
     return {c.table: c for c in counts}

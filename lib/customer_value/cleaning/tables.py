@@ -83,7 +83,7 @@ def clean_users(users: DataFrame, ctx: Context) -> Stages:
     return Stages(users, dedup, ruled, current(history), history)
 
 
-def clean_orders(orders: DataFrame, known_users: DataFrame, ctx: Context) -> Stages:
+def clean_orders(orders: DataFrame, known_customers: DataFrame, ctx: Context) -> Stages:
     """Every version of each order (status changes, corrections), known from its `updated_at`; impossible
     amounts, times and statuses rejected version by version; orphans flagged."""
     c = ctx.cleaning
@@ -94,10 +94,9 @@ def clean_orders(orders: DataFrame, known_users: DataFrame, ctx: Context) -> Sta
         Rule("invalid_value:status", ~F.col("status").isin(c.statuses)),
     ]
     dedup, ruled = _stages(orders, "orders", rules)
-    good = flag_orphans(_empty_flags(accepted(ruled)), "user_id", known_users, "user_id")
-    good = fill_missing(good, c.fill).withColumns({
-        "customer_id": pseudonym(F.col("user_id"), ctx.key),
-        "discount": F.coalesce("discount", F.lit(0).cast("decimal(12,2)"))})
+    good = _empty_flags(accepted(ruled)).withColumn("customer_id", pseudonym(F.col("user_id"), ctx.key))
+    good = flag_orphans(good, "customer_id", known_customers, "customer_id")
+    good = fill_missing(good, c.fill).withColumn("discount", F.coalesce("discount", F.lit(0).cast("decimal(12,2)")))
     content = ["customer_id", "order_ts", "status", "payment_method", "discount", "total"]
     columns = ["order_id", "customer_id", "order_ts", "updated_at", "status", "payment_method", "discount", "total", FLAGS]
     history = _versioned(good, "order_id", known_from(F.col("updated_at"), F.col("order_ts")), content, columns)
@@ -117,25 +116,25 @@ def clean_order_items(items: DataFrame, known_orders: DataFrame, ctx: Context) -
     return Stages(items, dedup, ruled, silver)
 
 
-def clean_events(events: DataFrame, known_users: DataFrame, ctx: Context) -> Stages:
+def clean_events(events: DataFrame, known_customers: DataFrame, ctx: Context) -> Stages:
     c = ctx.cleaning
     rules = [*timestamp_rules("event_ts", c.shop_opened, ctx.today),
              Rule("invalid_value:event_type", ~F.col("event_type").isin(c.event_types))]
     dedup, ruled = _stages(events, "events", rules)
-    good = flag_orphans(_empty_flags(accepted(ruled)), "user_id", known_users, "user_id")
-    silver = good.select(pseudonym(F.col("user_id"), ctx.key).alias("customer_id"), "event_ts", "event_type",
-                         "product_id", "session_id", FLAGS)
+    good = _empty_flags(accepted(ruled)).withColumn("customer_id", pseudonym(F.col("user_id"), ctx.key))
+    good = flag_orphans(good, "customer_id", known_customers, "customer_id")
+    silver = good.select("customer_id", "event_ts", "event_type", "product_id", "session_id", FLAGS)
     return Stages(events, dedup, ruled, silver)
 
 
-def clean_reviews(reviews: DataFrame, known_users: DataFrame, ctx: Context) -> Stages:
+def clean_reviews(reviews: DataFrame, known_customers: DataFrame, ctx: Context) -> Stages:
     """Every version of each review (an edited rating is a new version, known from its `updated_at`)."""
     c = ctx.cleaning
     rules = [Rule("invalid_value:rating", ~F.col("rating").between(1, 5)),
              *timestamp_rules("review_ts", c.shop_opened, ctx.today)]
     dedup, ruled = _stages(reviews, "reviews", rules)
-    good = flag_orphans(_empty_flags(accepted(ruled)), "user_id", known_users, "user_id")
-    good = good.withColumn("customer_id", pseudonym(F.col("user_id"), ctx.key))
+    good = _empty_flags(accepted(ruled)).withColumn("customer_id", pseudonym(F.col("user_id"), ctx.key))
+    good = flag_orphans(good, "customer_id", known_customers, "customer_id")
     content = ["customer_id", "order_id", "product_id", "review_ts", "rating", "body"]
     columns = ["review_id", *content, "updated_at", FLAGS]
     history = _versioned(good, "review_id", known_from(F.col("updated_at"), F.col("review_ts")), content, columns)
@@ -174,15 +173,31 @@ def reject_records(stages: Stages, table: str, source: str) -> DataFrame:
     )
 
 
-def silver_stages(bronze: Mapping[str, DataFrame], ctx: Context) -> dict[str, Stages]:
+def silver_stages(bronze: Mapping[str, DataFrame], ctx: Context, known: "Known | None" = None) -> dict[str, Stages]:
     """Every source's stages from the bronze frames (by source name), in dependency order: orphans are checked
-    against the accepted users and orders, and orders (history and current) carry their item counts."""
+    against the accepted customers and orders (with `known`, also against those silver already holds: an
+    incremental run's slice of bronze refers to customers and orders of earlier batches), and orders (history
+    and current) carry their item counts."""
     stages = {"users": clean_users(bronze["users"], ctx)}
-    known_users = accepted_keys(stages["users"], "user_id")
-    orders = stages["orders"] = clean_orders(bronze["orders"], known_users, ctx)
-    stages["order_items"] = clean_order_items(bronze["order_items"], accepted_keys(orders, "order_id"), ctx)
+    known_customers = stages["users"].silver.select("customer_id")
+    if known is not None:
+        known_customers = known_customers.unionByName(known.customers)
+    orders = stages["orders"] = clean_orders(bronze["orders"], known_customers, ctx)
+    known_orders = accepted_keys(orders, "order_id")
+    if known is not None:
+        known_orders = known_orders.unionByName(known.orders)
+    stages["order_items"] = clean_order_items(bronze["order_items"], known_orders, ctx)
     orders.history = with_item_counts(orders.history, stages["order_items"].silver)
     orders.silver = current(orders.history)
-    stages["events"] = clean_events(bronze["events"], known_users, ctx)
-    stages["reviews"] = clean_reviews(bronze["reviews"], known_users, ctx)
+    stages["events"] = clean_events(bronze["events"], known_customers, ctx)
+    stages["reviews"] = clean_reviews(bronze["reviews"], known_customers, ctx)
     return stages
+
+
+@dataclass(frozen=True)
+class Known:
+    """Keys silver already holds outside an incremental run's slice: `customers` (customer_id) and `orders`
+    (order_id) that rows of the slice may refer to."""
+
+    customers: DataFrame
+    orders: DataFrame

@@ -23,6 +23,24 @@ def snapshot_dates(last: date, count: int, step_days: int) -> list[date]:
     return [last - timedelta(days=step_days * k) for k in reversed(range(count))]
 
 
+GRID_ORIGIN = date(2000, 1, 3)      # history snapshots fall on origin + k * snapshot_step_days
+
+
+def grid_snapshots(last: date, count: int, step_days: int) -> list[date]:
+    """S and the `count - 1` grid dates before it (origin + k * step), oldest first.
+
+    Why a grid: the history snapshots of consecutive daily runs are then the same dates, so a daily run computes
+    S alone and reuses the rest (a past snapshot's features only see what was known before it)."""
+    below = last - timedelta(days=(last - GRID_ORIGIN).days % step_days or step_days)
+    return [below - timedelta(days=step_days * k) for k in reversed(range(count - 1))] + [last]
+
+
+def _snapshots_in(spark: SparkSession, tables: Tables, name: str) -> set[date]:
+    if not tables.exists(spark, name):
+        return set()
+    return {r["snapshot_date"] for r in tables.read(spark, name).select("snapshot_date").distinct().collect()}
+
+
 def _log(msg: str) -> None:
     print(f"[features] {msg}", flush=True)
 
@@ -51,19 +69,33 @@ def write_snapshot_features(spark: SparkSession, tables: Tables, silver: dict[st
     return written, written.count()
 
 
-def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None, history: int = 1) -> list[date]:
-    """Compute and write features (and labels where complete) for `history` snapshots ending at `snapshot`."""
+def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None, history: int = 1,
+                 reuse: bool = False) -> list[date]:
+    """Compute and write features (and labels where complete) for `history` snapshots ending at `snapshot`.
+
+    `reuse` (the pipeline's daily runs): the history snapshots lie on a grid (`grid_snapshots`) and those already
+    written are kept, as are their labels; only S, and labels whose horizon has newly passed, are computed."""
     tables = Tables(cfg.storage)
     fc = cfg.features
     today = cfg.cleaning.today()
     snapshot = snapshot or today + timedelta(days=1)
     silver = read_silver(spark, tables)
+    dates = (grid_snapshots if reuse else snapshot_dates)(snapshot, history, fc.snapshot_step_days)
+    have = _snapshots_in(spark, tables, "gold.customer_features") if reuse else set()
+    have_labels = _snapshots_in(spark, tables, "gold.customer_labels") if reuse else set()
     labelled = []
-    for s in snapshot_dates(snapshot, history, fc.snapshot_step_days):
+    for s in dates:
         t0 = time.perf_counter()
-        feats, n = write_snapshot_features(spark, tables, silver, s, fc)
-        msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
-        if s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1):
+        due = s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1)
+        if s != snapshot and s in have and (not due or s in have_labels):
+            _log(f"snapshot {s}: already written, kept")
+            continue
+        if s != snapshot and s in have:
+            msg = f"snapshot {s}: features kept"
+        else:
+            feats, n = write_snapshot_features(spark, tables, silver, s, fc)
+            msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
+        if due:
             labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, fc.horizon_days)
             tables.write(labels, "gold.customer_labels", replace_where=f"snapshot_date = '{s}'")
             labelled.append(s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 from typing import Iterator
 
 import numpy as np
@@ -39,24 +40,58 @@ MANIFEST_DIR = "_manifest"
 MANIFEST_FILE = "_manifest.json"
 
 
-def file_name(source: str, block: int) -> str:
-    return f"{source}/{source}-{block:05d}.{EXTENSIONS[source]}"
+def file_name(source: str, block: int, day: date | None = None) -> str:
+    suffix = "" if day is None else f"-{day:%Y%m%d}"
+    return f"{source}/{source}-{block:05d}{suffix}.{EXTENSIONS[source]}"
+
+
+# When a row was recorded: the day it reaches a daily delivery (its latest timestamp; an order's lines, its placing)
+RECORDED = {"users": ("updated_at", "signup_date"), "orders": ("updated_at", "order_ts"), "events": ("event_ts",),
+            "reviews": ("updated_at", "review_ts")}
+
+
+def recorded_day(frames, source: str) -> pd.Series:
+    """Per row of `frames[source]`, the day it was recorded (NaT where no time parses)."""
+    if source == "order_items":
+        placed = frames["orders"].drop_duplicates("order_id").set_index("order_id")["order_ts"]
+        return pd.to_datetime(frames["order_items"]["order_id"].map(placed), errors="coerce", format="mixed").dt.normalize()
+    times = [pd.to_datetime(frames[source][c], errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+             for c in RECORDED[source]]
+    return pd.concat(times, axis=1).max(axis=1).dt.normalize()
+
+
+def deliveries(cfg: SyntheticConfig, frames, source: str) -> list[tuple[date | None, pd.DataFrame]]:
+    """The rows of one source as files: all in one (no daily deliveries), or the history before the last
+    `delivery_days` days and then one file per day (days without rows have no file)."""
+    frame = frames[source]
+    if not cfg.delivery_days:
+        return [(None, frame)]
+    first = pd.Timestamp(cfg.export_date - timedelta(days=cfg.delivery_days - 1))
+    day = recorded_day(frames, source)
+    out = [(None, frame[~(day >= first)])]
+    for d in pd.date_range(first, pd.Timestamp(cfg.export_date), freq="D"):
+        part = frame[day == d]
+        if len(part):
+            out.append((d.date(), part))
+    return out
 
 
 def write_block(cfg: SyntheticConfig, landing: str, block: int) -> pd.DataFrame:
-    """Simulate one block, write its five files and its manifest piece; return its ground truth."""
+    """Simulate one block, write its files (one per source, or per source and delivery day) and its manifest
+    piece; return its ground truth."""
     sim = simulate_block(cfg, block)
     rng = np.random.default_rng([cfg.seed, block, 1])  # faults have their own stream: same customers either way
     root = Location.of(landing)
     piece = []
+    frames = {s: getattr(sim, s) for s in SOURCES}
     for source in SOURCES:
-        lines, planted = F.inject(getattr(sim, source), F.SOURCES[source],
-                                  cfg, rng, block)
-        name = file_name(source, block)
-        data = ("\n".join(lines) + "\n").encode(planted.encoding, errors="replace")
-        root.child(name).write_bytes(data)
-        header = 1 if F.SOURCES[source].fmt == "csv" else 0
-        piece.append({"source": source, "file": name, "rows": len(lines) - header, **asdict(planted)})
+        for day, frame in deliveries(cfg, frames, source):
+            lines, planted = F.inject(frame.reset_index(drop=True), F.SOURCES[source], cfg, rng, block)
+            name = file_name(source, block, day)
+            data = ("\n".join(lines) + "\n").encode(planted.encoding, errors="replace")
+            root.child(name).write_bytes(data)
+            header = 1 if F.SOURCES[source].fmt == "csv" else 0
+            piece.append({"source": source, "file": name, "rows": len(lines) - header, **asdict(planted)})
     root.child(MANIFEST_DIR, f"block-{block:05d}.json").write_bytes(json.dumps(piece).encode())
     return sim.truth
 
