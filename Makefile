@@ -15,7 +15,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo smoke test test-fast notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring clean-data
+.PHONY: setup demo smoke test test-fast notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring bench-daily clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -47,6 +47,10 @@ bench-training: setup
 
 bench-scoring: setup
 	$(RUN) $(PY) bench/scoring.py --conf conf/local.yaml $(BENCH_ARGS)
+
+# after make demo: one new day (ingest + clean + features + score) against the full rebuild of the same stages
+bench-daily: setup
+	$(RUN) $(PY) bench/daily.py --conf conf/local.yaml $(BENCH_ARGS)
 
 bench-transactions: setup
 	$(RUN) $(PY) bench/transactions_backtest.py

@@ -171,11 +171,14 @@ def replace_keys(spark: SparkSession, tables: Tables, name: str, rows: DataFrame
      .execute())
 
 
-def append_events(spark: SparkSession, tables: Tables, events: DataFrame, new_customers: DataFrame) -> None:
+def append_events(spark: SparkSession, tables: Tables, events: DataFrame, new_customers: DataFrame | None) -> None:
     """New events into silver.events unless already there (the same event re-sent in a later file), in one
-    MERGE; then events of customers seen for the first time lose their orphan flag (they arrived first)."""
+    MERGE; then events of customers with a new profile lose their orphan flag (they arrived before it)."""
     same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in EVENT_IDENTITY)
-    tables.delta_table(spark, "silver.events").alias("t").merge(events.alias("s"), same).whenNotMatchedInsertAll().execute()
+    if not events.isEmpty():
+        tables.delta_table(spark, "silver.events").alias("t").merge(events.alias("s"), same).whenNotMatchedInsertAll().execute()
+    if new_customers is None:
+        return
     (tables.delta_table(spark, "silver.events").alias("t")
      .merge(new_customers.alias("s"), f"t.customer_id = s.customer_id AND array_contains(t.{FLAGS}, 'orphan')")
      .whenMatchedUpdate(set={FLAGS: f"array_remove(t.{FLAGS}, 'orphan')"})
@@ -278,13 +281,14 @@ def clean_all(spark: SparkSession, cfg: Config, full: bool = False) -> dict:
     else:
         slice_keys = {"users": keys["customers"], "orders": keys["orders"], "order_items": keys["orders"],
                       "reviews": keys["reviews"]}
+        touched = {s: not k.isEmpty() for s, k in slice_keys.items()}     # a source without keys: no commit
         for source, st in stages.items():
-            if st.history is not None:
+            if st.history is not None and touched[source]:
                 replace_keys(spark, tables, HISTORY[source], st.history, slice_keys[source], SLICE_KEYS[source])
         for source, df in silver.items():
             if source == "events":
-                append_events(spark, tables, df, keys["customers"])
-            else:
+                append_events(spark, tables, df, keys["customers"] if touched["users"] else None)
+            elif touched[source]:
                 replace_keys(spark, tables, SILVER[source], df, slice_keys[source], SLICE_KEYS[source])
     record_batches(spark, tables, batches, rid, check, full=keys is None)
     for df in silver.values():
