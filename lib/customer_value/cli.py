@@ -330,6 +330,7 @@ def show_config(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None) ->
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Mistakes in what the user gave (configuration, flags, missing inputs, refused runs): one line, no
     traceback. Anything else is a bug and keeps its traceback."""
+    from customer_value.adapters.transactions import TransactionsFileError
     from customer_value.cleaning.pseudonymise import MissingKeyError
     from customer_value.cleaning.quality import DataQualityError
     from customer_value.config import ConfigError
@@ -343,7 +344,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from customer_value.tables import UnknownTableError
 
     return (ConfigError, BacktestError, LeakError, ModelNotFound, ScoringError, PipelineError, SparkSetupError,
-            UnknownTableError, DataQualityError, MissingKeyError, NotebookFailed)
+            UnknownTableError, DataQualityError, MissingKeyError, NotebookFailed, TransactionsFileError)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from datetime import date
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -332,6 +333,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _override_tree(override: str) -> dict[str, Any]:
+    """`a.b=value` as {"a": {"b": "value"}} (the value as text): what refuse_secrets looks at."""
+    key, raw = override.split("=", 1)
+    tree: dict[str, Any] = {}
+    node = tree
+    parts = ["spark", "conf", key[len("spark.conf."):]] if key.startswith("spark.conf.") else key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = raw
+    return tree
+
+
 def _apply_override(data: dict[str, Any], override: str) -> None:
     """`a.b.c=value`; the value is parsed as YAML (numbers, booleans, null). Spark conf keys keep their dots:
     everything after `spark.conf.` is one key."""
@@ -352,14 +365,59 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+# Settings whose names say they hold a secret. The key's *whereabouts* are settings (the variable's name, the
+# secret scope and the name in it); a key itself never is.
+SECRET_NAME = re.compile(r"(^|_)(key|secret|password|passwd|token|credentials?)$", re.IGNORECASE)
+SECRET_WHEREABOUTS = {"pseudonymisation.key_env", "pseudonymisation.secret_scope", "pseudonymisation.secret_key"}
+DEFAULT_KEY_ENV = "CUSTOMER_VALUE_ID_KEY"
+
+
+class SecretInConfigError(ConfigError):
+    """A secret in conf/ or on the command line: named by its setting, never echoed."""
+
+
+def _leaves(data: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, data
+
+
+def refuse_secrets(data: dict[str, Any], where: str) -> None:
+    """Refuses a configuration that holds a secret: a setting named like one (outside spark.conf, whose keys are
+    Spark's), or the pseudonymisation key's value anywhere. Files in conf/ are committed and command lines end
+    up in shell histories, process lists and job logs; the key comes from the environment or a secret scope."""
+    key_env = (data.get("pseudonymisation") or {}).get("key_env") or DEFAULT_KEY_ENV
+    key = os.environ.get(str(key_env)) or ""
+    for path, value in _leaves(data):
+        name = path.rsplit(".", 1)[-1]
+        if not path.startswith("spark.conf.") and path not in SECRET_WHEREABOUTS and SECRET_NAME.search(name):
+            raise SecretInConfigError(
+                f"{path} ({where}): a secret is never read from conf/ or --set. Set the pseudonymisation key in "
+                f"${key_env} or a Databricks secret scope (pseudonymisation.secret_scope / secret_key)")
+        if len(key) >= 8 and isinstance(value, str) and key in value:
+            raise SecretInConfigError(
+                f"{path} ({where}) holds the value of ${key_env}, the pseudonymisation key: remove it; the key is "
+                "read from the environment or a secret scope only")
+
+
 def load_config(overlay: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load base.yaml from the overlay's folder (or conf/ when no overlay), then the overlay, then overrides."""
     overlay_path = Path(overlay) if overlay else None
     conf_dir = overlay_path.parent if overlay_path else Path("conf")
     data = _read_yaml(conf_dir / "base.yaml")
+    refuse_secrets(data, str(conf_dir / "base.yaml"))
     if overlay_path and overlay_path.name != "base.yaml":
-        data = _deep_merge(data, _read_yaml(overlay_path))
+        overlay_data = _read_yaml(overlay_path)
+        refuse_secrets(overlay_data, str(overlay_path))
+        data = _deep_merge(data, overlay_data)
     for override in overrides:
+        if "=" in override:                 # before parsing: a parse error must not echo a secret either
+            refuse_secrets(_override_tree(override), "--set")
         _apply_override(data, override)
     if isinstance(data.get("spark", {}).get("conf"), dict):
         data["spark"]["conf"] = {k: str(v) for k, v in data["spark"]["conf"].items()}

@@ -125,8 +125,22 @@ def to_users(tx: DataFrame) -> DataFrame:
     ).select(*USER_COLUMNS)
 
 
+class TransactionsFileError(ValueError):
+    """The transactions file cannot be read as text at all (empty, binary, corrupt gzip, UTF-16): named, with the
+    reason, before anything is written."""
+
+
 def adapt(spark: SparkSession, path: str, tx: TransactionsConfig) -> dict[str, DataFrame]:
-    """The landing sources a transactions file becomes."""
+    """The landing sources a transactions file becomes. A file unreadable as a whole is refused with its reason
+    (nothing written); bad rows pass through to ingest, which quarantines each with its own."""
+    from customer_value.ingest.screen import screen
+    from customer_value.landing import Location
+
+    loc = Location.of(path)
+    if loc.fs.get_file_info(loc.path).is_file:
+        problem = screen(path)
+        if problem:
+            raise TransactionsFileError(f"{path}: {problem.replace('_', ' ')}; nothing was written")
     std = with_order_ids(standardise(read_transactions(spark, path, tx), tx)).cache()
     return {"users": to_users(std), "orders": to_orders(std), "order_items": to_items(std)}
 

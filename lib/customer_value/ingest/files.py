@@ -10,8 +10,6 @@ import pyarrow.fs as pafs
 
 from customer_value.landing import Location
 
-SNIFF_BYTES = 64 * 1024
-
 
 @dataclass(frozen=True)
 class LandingFile:
@@ -41,14 +39,16 @@ def batch_id(files: list[LandingFile]) -> str:
 
 
 def read_header(path: str) -> tuple[list[str] | None, str | None]:
-    """A CSV file's header columns, or (None, reason) when the file has no usable first line."""
-    loc = Location.of(path)
-    with loc.fs.open_input_stream(loc.path) as f:
-        head = f.read(SNIFF_BYTES)
+    """A CSV file's header columns (a UTF-8 byte-order mark dropped; gzip content read), or (None, reason)
+    when the file has no usable first line."""
+    from customer_value.ingest.screen import UTF8_BOM, head_of
+
+    head, problem = head_of(path)
+    if problem:
+        return None, problem
+    head = head.removeprefix(UTF8_BOM)
     if not head.strip():
         return None, "empty_file"
-    if b"\x00" in head:
-        return None, "binary_file"
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     text = first.decode("utf-8", errors="replace")
     columns = [c.strip() for c in next(csv.reader([text]))]

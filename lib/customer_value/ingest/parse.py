@@ -25,19 +25,33 @@ INTEGER = r"^[+-]?[0-9]+$"
 DECIMAL = r"^[+-]?[0-9]+(\.[0-9]+)?$"
 
 
+MAX_LINE_CHARS = 1_000_000          # a longer line is quarantined (line_too_long), not parsed
+# control characters that have no place in a text export (tab, newline, carriage return aside)
+CONTROL = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F]"
+# a text cell a spreadsheet would run as a formula (=, +, -, @ first): kept as data, flagged formula_like
+FORMULA = "^[=@]|^[+-].*[^0-9 ().+-]"     # "+44 20 7946" and "-12.5" are not formulas; "-2+cmd|..." is
+SEPARATOR = "\u0001"
+
+
 def read_lines(spark: SparkSession, paths: Sequence[str], encoding: str) -> DataFrame:
-    """One row per non-blank line: _source_file, _line, _encoding."""
-    return (
-        spark.read.schema(T.StructType([T.StructField(LINE, T.StringType())]))
-        .option("sep", "\u0001")
+    """One row per non-blank line: _source_file, _line, _encoding. A UTF-8 byte-order mark is dropped; a line
+    holding the reader's own separator (a control character) keeps it, so that the line is quarantined whole
+    rather than cut."""
+    rest = "_rest"
+    lines = (
+        spark.read.schema(T.StructType([T.StructField(LINE, T.StringType()), T.StructField(rest, T.StringType())]))
+        .option("sep", SEPARATOR)
         .option("quote", "")
         .option("header", False)
         .option("encoding", encoding)
         .option("ignoreLeadingWhiteSpace", False)
         .option("ignoreTrailingWhiteSpace", False)
+        .option("maxCharsPerColumn", -1)
         .csv(list(paths))
-        .select(F.input_file_name().alias("_source_file"), LINE, F.lit(encoding.lower()).alias("_encoding"))
     )
+    line = F.regexp_replace(
+        F.when(F.col(rest).isNotNull(), F.concat_ws(SEPARATOR, LINE, rest)).otherwise(F.col(LINE)), "^\ufeff", "")
+    return lines.select(F.input_file_name().alias("_source_file"), line.alias(LINE), F.lit(encoding.lower()).alias("_encoding"))
 
 
 def undecodable_files(lines: DataFrame) -> DataFrame:
@@ -83,8 +97,16 @@ def parse_jsonl(lines: DataFrame, source: RawSource) -> DataFrame:
         F.col(LINE).alias(RAW),
         *[F.col(f"_fields.{c}").alias(c) for c in source.names],
         F.array().cast("array<string>").alias(ISSUES),
-        F.when(F.col("_fields._corrupt").isNotNull() | F.col("_fields").isNull(), F.lit("malformed_line")).alias(REASON),
+        F.when(duplicate_keys(F.col(LINE)), F.lit("duplicate_key"))
+        .when(F.col("_fields._corrupt").isNotNull() | F.col("_fields").isNull(), F.lit("malformed_line")).alias(REASON),
     )
+
+
+def duplicate_keys(line: Column) -> Column:
+    """A JSON object naming a key twice: which value is meant is anyone's guess (readers differ), so the line is
+    quarantined instead of silently keeping one."""
+    keys = F.json_object_keys(line)
+    return keys.isNotNull() & (F.size(keys) != F.size(F.array_distinct(keys)))
 
 
 def _typed(value: Column, dtype: T.DataType) -> Column:
@@ -106,8 +128,16 @@ def type_columns(parsed: DataFrame, source: RawSource) -> DataFrame:
     mismatch = {c.name: text[c.name].isNotNull() & typed[c.name].isNull() for c in source.columns}
     required_bad = [F.when(mismatch[c], F.lit(f"type_mismatch:{c}")) for c in source.required]
     optional_bad = [F.when(mismatch[c.name], F.lit(f"type_mismatch:{c.name}")) for c in source.columns if not c.required]
-    reason = F.coalesce(F.col(REASON), *missing, *required_bad)
-    issues = F.concat(F.col(ISSUES), F.filter(F.array(*optional_bad), lambda x: x.isNotNull())) if optional_bad else F.col(ISSUES)
+    # a control character in the line, or in a value once JSON escapes (\u0000) are decoded
+    control = reduce(lambda a, b: a | b, [F.coalesce(F.col(c.name).rlike(CONTROL), F.lit(False))
+                                         for c in source.columns], F.col(RAW).rlike(CONTROL))
+    hostile = (F.when(F.length(RAW) > MAX_LINE_CHARS, F.lit("line_too_long"))
+               .when(control, F.lit("control_characters")))
+    reason = F.coalesce(hostile, F.col(REASON), *missing, *required_bad)
+    formula = [F.when(text[c.name].rlike(FORMULA), F.lit(f"formula_like:{c.name}"))
+               for c in source.columns if isinstance(c.type, T.StringType)]
+    flagged = F.filter(F.array(*optional_bad, *formula), lambda x: x.isNotNull())
+    issues = F.concat(F.col(ISSUES), flagged)
     return parsed.select(
         "_source_file",
         "_encoding",

@@ -23,7 +23,8 @@ from customer_value.config import Config
 from customer_value.ingest.files import LandingFile, batch_id, list_landing, read_header
 from customer_value.ingest.parse import (ISSUES, RAW, REASON, parse_csv, parse_jsonl, read_lines, type_columns,
                                          undecodable_files, union_all)
-from customer_value.landing import SOURCES, landing_uri
+from customer_value.ingest.screen import screen
+from customer_value.landing import SOURCES, Location, landing_uri
 from customer_value.schemas import RAW_SOURCES
 from customer_value.tables import Tables
 
@@ -100,6 +101,18 @@ def _lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     return utf8.where(~F.col("_source_file").isin(bad)).unionByName(read_lines(spark, bad, "ISO-8859-1"))
 
 
+def changed_while_read(files: list[LandingFile]) -> list[str]:
+    """Files whose size or modification time is no longer what the listing saw: their rows may be half old,
+    half new."""
+    out = []
+    for f in files:
+        loc = Location.of(f.path)
+        info = loc.fs.get_file_info(loc.path)
+        if info.size != f.size or (info.mtime_ns or 0) != f.modified:
+            out.append(f.path)
+    return out
+
+
 def parse_source(spark: SparkSession, source: str, files: list[LandingFile]) -> tuple[DataFrame | None, list[tuple[str, str]]]:
     """Typed rows with `_reason` for the files of one source, and the files rejected whole (file, reason)."""
     src = RAW_SOURCES[source]
@@ -147,25 +160,25 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
     stamp = [F.lit(bid).alias("_batch_id"), F.lit(now).cast("timestamp").alias("_ingested_at")]
     where = f"_batch_id = '{bid}'"
 
+    unstable: set[str] = set()     # changed while read: not committed, taken again by the next run
     for source in sources:
         t0 = time.perf_counter()
         src = RAW_SOURCES[source]
-        files = [f for f in new if f.source == source]
-        rows, rejected = parse_source(spark, source, files) if files else (None, [])
-        rejected_files += [(source, path, reason) for path, reason in rejected]
-        log_rows += [(bid, source, path, "quarantined", reason, None, None, 0, 0, 0, now) for path, reason in rejected]
+        files, rejected = [], []
+        for f in (f for f in new if f.source == source):
+            problem = screen(f.path)
+            if problem:
+                rejected.append((spark_path(f.path), problem))
+            else:
+                files.append(f)
+        rows, unreadable = parse_source(spark, source, files) if files else (None, [])
+        rejected += unreadable
         if rows is None:
             rows = spark.createDataFrame([], T.StructType(
                 [T.StructField("_source_file", T.StringType()), T.StructField("_encoding", T.StringType()),
                  T.StructField(RAW, T.StringType()), *src.typed_schema().fields,
                  T.StructField(ISSUES, T.ArrayType(T.StringType())), T.StructField(REASON, T.StringType())]))
         rows = rows.select("*", *stamp).persist(StorageLevel.MEMORY_AND_DISK)
-        bronze = rows.where(F.col(REASON).isNull()).select(
-            *src.names, "_source_file", "_encoding", ISSUES, "_batch_id", "_ingested_at")
-        quarantine = rows.where(F.col(REASON).isNotNull()).select(
-            "_source_file", "_encoding", RAW, REASON, ISSUES, "_batch_id", "_ingested_at")
-        tables.write(bronze, f"bronze.{source}", replace_where=where)
-        tables.write(quarantine, f"quarantine.{source}", replace_where=where)
         stats = rows.groupBy("_source_file").agg(
             F.first("_encoding").alias("encoding"),
             F.first(F.filter(ISSUES, lambda i: i.startswith("extra_column") | i.startswith("missing_column"))).alias("layout"),
@@ -173,7 +186,28 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
             F.count(F.when(F.col(REASON).isNull(), 1)).alias("bronze"),
             F.count(F.when(F.col(REASON).isNotNull(), 1)).alias("quarantined"),
         ).collect()
+        changed_now = changed_while_read(files)
+        if changed_now:
+            gone = {spark_path(p) for p in changed_now}
+            _log(f"{len(changed_now)} file(s) changed while being read, left for the next run: "
+                 f"{', '.join(p.rsplit('/', 1)[-1] for p in changed_now)}")
+            unstable |= set(changed_now)
+            rejected += [(p, "changed_while_read") for p in sorted(gone)]
+            rows = rows.where(~F.col("_source_file").isin(sorted(gone)))
+            stats = [st for st in stats if st._source_file not in gone]
+        bronze = rows.where(F.col(REASON).isNull()).select(
+            *src.names, "_source_file", "_encoding", ISSUES, "_batch_id", "_ingested_at")
+        quarantine = rows.where(F.col(REASON).isNotNull()).select(
+            "_source_file", "_encoding", RAW, REASON, ISSUES, "_batch_id", "_ingested_at")
+        tables.write(bronze, f"bronze.{source}", replace_where=where)
+        tables.write(quarantine, f"quarantine.{source}", replace_where=where)
         rows.unpersist()
+        rejected_files += [(source, path, reason) for path, reason in rejected]
+        log_rows += [(bid, source, path, "quarantined", reason, None, None, 0, 0, 0, now) for path, reason in rejected]
+        logged = {st._source_file for st in stats} | {path for path, _ in rejected}
+        for f in files:                 # a readable file without a single line: logged, with nothing read
+            if spark_path(f.path) not in logged:
+                log_rows.append((bid, source, spark_path(f.path), "ingested", None, None, None, 0, 0, 0, now))
         for s in stats:
             log_rows.append((bid, source, s._source_file, "ingested", None, s.encoding, s.layout, s.read, s.bronze,
                              s.quarantined, now))
@@ -187,7 +221,8 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
     tables.write(spark.createDataFrame([(s, p, r, bid, now) for s, p, r in rejected_files], QUARANTINED_FILES_SCHEMA),
                  "quarantine.files", replace_where=where)
     tables.write(spark.createDataFrame(log_rows, LOG_SCHEMA), "ops.ingest_log", replace_where=where)
-    marker = spark.createDataFrame([(spark_path(f.path), f.source, f.size, f.modified, bid, now) for f in new], FILES_SCHEMA)
+    marker = spark.createDataFrame([(spark_path(f.path), f.source, f.size, f.modified, bid, now) for f in new
+                                    if f.path not in unstable], FILES_SCHEMA)
     if done is None:
         tables.write(marker, "ops.ingested_files", mode="append")
     else:
