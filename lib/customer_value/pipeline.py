@@ -290,10 +290,88 @@ class Events:
 
 # --- the runner ---------------------------------------------------------------------------------------------------
 
+class PipelineLocked(PipelineError):
+    """Another pipeline run holds this storage root's lock."""
+
+
+LOCK_FILE = "_pipeline.lock"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # someone else's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(cfg: Config, run: Run) -> Iterator[None]:
+    """One pipeline run at a time per storage root: a second run started meanwhile stops at once with an error
+    naming the holder, before it reads or writes anything. A lock left by a killed run (its process is gone) is
+    taken over, so a rerun after a crash just works.
+
+    Why a lock on top of Delta's own optimistic concurrency: Delta keeps every table consistent under concurrent
+    writers (a conflicting commit fails, none is corrupt), but two runs of the same stage would still do the work
+    twice and one of them fail half-way. The lock is an exclusive file create, atomic on local and POSIX-like
+    shared file systems. On an object store (a root with `://`) there is no such create: there the scheduler
+    serialises runs (the bundle's jobs have `max_concurrent_runs: 1`) and Delta's conflict checks are the backstop."""
+    import os
+    import socket
+
+    root = cfg.storage.root
+    if "://" in root:
+        yield
+        return
+    path = os.path.join(os.path.abspath(root), "ops", LOCK_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run.run_id,
+          "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as fh:
+                    holder = json.load(fh)
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+                os.unlink(path)                 # its run was killed: take over
+                continue
+            raise PipelineLocked(
+                f"another pipeline run holds {path} (run {holder.get('run_id', '?')}, pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')}, since {holder.get('started', '?')}): wait for it, or delete the file "
+                "if no run is active") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    try:
+        yield
+    finally:
+        try:
+            with open(path) as fh:
+                if json.load(fh).get("run_id") == run.run_id:
+                    os.unlink(path)
+        except (OSError, ValueError):
+            pass
+
+
 def run_pipeline(spark: SparkSession, cfg: Config, run: Run, stages: Sequence[Stage], force: bool = False,
                  events: Events | None = None) -> list[StageReport]:
     """Run `stages` in order, skipping each whose fingerprint is committed (unless `force`); stop at the first
-    failure (recorded, then raised as a PipelineError that names the stage, its inputs and outputs)."""
+    failure (recorded, then raised as a PipelineError that names the stage, its inputs and outputs). One run at a
+    time per storage root (`run_lock`)."""
+    with run_lock(cfg, run):
+        return _run_stages(spark, cfg, run, stages, force, events)
+
+
+def _run_stages(spark: SparkSession, cfg: Config, run: Run, stages: Sequence[Stage], force: bool,
+                events: Events | None) -> list[StageReport]:
     events = events or Events(False)
     tables = Tables(cfg.storage)
     reports: list[StageReport] = []

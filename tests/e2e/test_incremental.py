@@ -46,8 +46,10 @@ def daily(spark, tmp_path_factory):
     """The same shop twice: `full` ingests and cleans everything at once; `daily` gets its history, then each of
     the last three days' deliveries, with an ingest and an incremental clean per day."""
     root = tmp_path_factory.mktemp("daily")
-    full = shop_config(root / "full", 600, f"synthetic.delivery_days={DAYS}")
-    days = shop_config(root / "daily", 600, f"synthetic.delivery_days={DAYS}")
+    # more returns and profile edits than the demo: days whose orders and customers have earlier versions
+    extra = [f"synthetic.delivery_days={DAYS}", "synthetic.return_rate=0.3", "synthetic.profile_edit_rate=0.5"]
+    full = shop_config(root / "full", 600, *extra)
+    days = shop_config(root / "daily", 600, *extra)
     generate(spark, full)
     generate(spark, days)
     ingest(spark, full)
@@ -79,6 +81,11 @@ def daily(spark, tmp_path_factory):
 
 def test_daily_batches_end_as_one_full_run(spark, daily):
     full, days, *_ = daily
+    # the days hold new versions of orders whose earlier versions came in earlier batches (returns): the slice
+    # must bring those back, or the order's history loses them
+    spanning = (Tables(days.storage).read(spark, "bronze.orders").groupBy("order_id")
+                .agg(F.countDistinct("_batch_id").alias("batches")).where("batches > 1").count())
+    assert spanning > 0
     want, got = _silver(spark, full), _silver(spark, days)
     for name in want:
         assert len(got[name]) == len(want[name]), name
