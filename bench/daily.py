@@ -38,16 +38,10 @@ from customer_value.landing import landing_uri  # noqa: E402
 from customer_value.models import registry  # noqa: E402
 from customer_value.scoring.run import score_snapshot  # noqa: E402
 from customer_value.spark import spark_session  # noqa: E402
-from customer_value.synthetic.generate import generate  # noqa: E402
+from customer_value.synthetic.generate import delivery_day, generate  # noqa: E402
 from customer_value.tables import Tables  # noqa: E402
 
 STAGES = ("ingest", "clean", "features", "score")
-
-
-def delivery_day(path: Path) -> str | None:
-    """'20251231' for a daily delivery file `<source>-<block>-20251231.<ext>`, None for a history file."""
-    tail = path.name.split(".")[0].rsplit("-", 1)[-1]
-    return tail if len(tail) == 8 and tail.isdigit() else None
 
 
 def stages(spark, cfg, snapshot, full: bool) -> dict[str, tuple[float, int]]:
@@ -98,7 +92,7 @@ def main() -> None:
     with spark_session(daily) as spark:
         generate(spark, daily)
         landing, held = Path(landing_uri(daily)), work / "held"
-        day_files = [f for f in landing.glob("*/*") if delivery_day(f)]
+        day_files = [f for f in landing.glob("*/*") if delivery_day(f.name)]
         for f in day_files:
             (held / f.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.move(str(f), held / f.parent.name / f.name)

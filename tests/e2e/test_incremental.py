@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from customer_value.cleaning.run import BATCHES, HISTORY, SILVER, clean_all
 from customer_value.features.run import grid_snapshots, run_features
 from customer_value.ingest.run import ingest
-from customer_value.synthetic.generate import generate
+from customer_value.synthetic.generate import delivery_day, generate
 from customer_value.tables import Tables
 from tests.e2e.conftest import shop_config
 
@@ -59,10 +59,8 @@ def daily(spark, tmp_path_factory):
     held = root / "held"
     per_day = {}
     for f in landing.glob("*/*.*"):
-        stem = f.name.rsplit(".", 1)[0].split(".")[0]
-        tail = stem.rsplit("-", 1)[-1]
-        if len(tail) == 8 and tail.isdigit():
-            day = date(int(tail[:4]), int(tail[4:6]), int(tail[6:]))
+        day = delivery_day(f.name)
+        if day is not None:
             target = held / str(day) / f.parent.name
             target.mkdir(parents=True, exist_ok=True)
             per_day.setdefault(day, []).append(shutil.move(str(f), target / f.name))

@@ -35,7 +35,6 @@ from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, co
 from customer_value.cleaning.rules import FLAGS, REJECT
 from customer_value.config import Config
 from customer_value.ingest.parse import union_all
-from customer_value.schemas import RAW_SOURCES
 from customer_value.landing import SOURCES
 from customer_value.tables import Tables
 
@@ -119,11 +118,7 @@ def batches_to_clean(spark: SparkSession, tables: Tables, check: str) -> dict[st
     if not done or {r["key_check"] for r in done} != {check}:
         return None
     seen = {(r["source"], r["batch_id"]) for r in done}
-    new = {}
-    for s in SOURCES:
-        present = [r["_batch_id"] for r in tables.read(spark, f"bronze.{s}").select("_batch_id").distinct().collect()]
-        new[s] = sorted(b for b in present if (s, b) not in seen)
-    return new
+    return {s: [b for b in present if (s, b) not in seen] for s, present in _all_batches(spark, tables).items()}
 
 
 def incremental_slice(bronze: dict[str, DataFrame], new: dict[str, list[str]]) -> tuple[dict[str, DataFrame], dict[str, DataFrame]]:

@@ -45,6 +45,13 @@ def file_name(source: str, block: int, day: date | None = None) -> str:
     return f"{source}/{source}-{block:05d}{suffix}.{EXTENSIONS[source]}"
 
 
+def delivery_day(name: str) -> date | None:
+    """The day of a daily delivery file (`<source>-<block>-YYYYMMDD.<ext>`, as `file_name` writes it), None for a
+    history file."""
+    tail = name.split(".")[0].rsplit("-", 1)[-1]
+    return date(int(tail[:4]), int(tail[4:6]), int(tail[6:])) if len(tail) == 8 and tail.isdigit() else None
+
+
 # When a row was recorded: the day it reaches a daily delivery (its latest timestamp; an order's lines, its placing)
 RECORDED = {"users": ("updated_at", "signup_date"), "orders": ("updated_at", "order_ts"), "events": ("event_ts",),
             "reviews": ("updated_at", "review_ts")}
