@@ -28,6 +28,8 @@ class _Strict(BaseModel):
 class StorageConfig(_Strict):
     root: str = Field(description="Base path of path-addressed tables: <root>/<layer>/<table>.")
     catalog: str | None = Field(None, description="Metastore catalog; when set, tables are <catalog>.<layer>.<table>.")
+    conflict_retries: int = Field(3, ge=0, description="Times a Delta commit refused for a concurrent writer's "
+                                                       "conflicting commit is retried before the job fails.")
 
 
 class SparkConfig(_Strict):

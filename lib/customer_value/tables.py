@@ -7,9 +7,13 @@ an object-store path on a cluster or a Unity Catalog table on Databricks is conf
 from __future__ import annotations
 
 import os
+import random
+import sys
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
+import delta.exceptions  # noqa: F401 - importing it has delta-spark convert the JVM's commit conflicts to Python's
 from pyspark.sql import DataFrame, SparkSession
 
 from customer_value.config import StorageConfig
@@ -73,6 +77,52 @@ class UnknownTableError(KeyError):
     pass
 
 
+class WriteConflict(RuntimeError):
+    """A commit lost to other writers' commits on the same table more times than `storage.conflict_retries`
+    allows. Nothing of it was committed: the table holds the other writers' commits, whole."""
+
+
+T = TypeVar("T")
+# Delta's optimistic-concurrency failures: the commit was refused, nothing of it is in the table
+_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+              "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+              "ProtocolChangedException", "DeltaConcurrentModificationException")
+
+
+def conflict_kind(error: BaseException) -> str | None:
+    """The Delta conflict class behind `error` (the Python class delta-spark converts it to, or, where another
+    JVM error wraps it, the class named in its message); None when it is not a commit conflict."""
+    if type(error).__name__ in _CONFLICTS:
+        return type(error).__name__
+    text = str(error)
+    return next((c for c in _CONFLICTS if f"io.delta.exceptions.{c}" in text), None)
+
+
+def retry_conflicts(name: str, commit: Callable[[], T], retries: int, backoff_s: float = 0.5) -> T:
+    """Run `commit` (one Delta transaction, built afresh on each call) and, when another writer committed to
+    `name` first in a way that conflicts with it, run it again against the table's new state, up to `retries`
+    more times, with jittered backoff. Why retry is safe: a refused commit wrote nothing visible, and every
+    write of this product replaces a slice or merges by key, so running it again gives the same table as if it
+    had been first. Out of retries: `WriteConflict`, naming the table."""
+    for attempt in range(retries + 1):
+        try:
+            return commit()
+        except Exception as e:          # noqa: BLE001 - only conflicts are retried, anything else goes on up
+            kind = conflict_kind(e)
+            if kind is None:
+                raise
+            reason = str(e).splitlines()[0][:300]
+            if attempt == retries:
+                raise WriteConflict(f"{name}: the commit lost to concurrent writers {retries + 1} times (last: "
+                                    f"{reason}); nothing of it was committed. Is another job writing {name}? "
+                                    f"Rerun once it is done (storage.conflict_retries: {retries})") from None
+            wait = backoff_s * (2 ** attempt) * (0.5 + random.random())
+            print(f"[delta] {name}: a concurrent commit conflicted ({kind}); retrying in {wait:.1f} s "
+                  f"({attempt + 1}/{retries})", file=sys.stderr, flush=True)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 def spec(name: str) -> TableSpec:
     try:
         return TABLES[name]
@@ -114,20 +164,30 @@ class Tables:
         replace_where: str | None = None,
         options: dict[str, str] | None = None,
     ) -> None:
-        """One atomic Delta commit. `replace_where` overwrites exactly the matching slice (rerun-safe)."""
+        """One atomic Delta commit. `replace_where` overwrites exactly the matching slice (rerun-safe); a commit
+        refused for a concurrent writer's is retried (`commit`)."""
         table = spec(name)
-        writer = df.write.format("delta").mode(mode)
-        if table.partition_by:
-            writer = writer.partitionBy(*table.partition_by)
-        if replace_where:
-            writer = writer.option("replaceWhere", replace_where)
-        for key, value in (options or {}).items():
-            writer = writer.option(key, value)
-        ident = self.identifier(name)
-        if ident:
-            writer.saveAsTable(ident)
-        else:
-            writer.save(self.location(name))
+
+        def save() -> None:
+            writer = df.write.format("delta").mode(mode)
+            if table.partition_by:
+                writer = writer.partitionBy(*table.partition_by)
+            if replace_where:
+                writer = writer.option("replaceWhere", replace_where)
+            for key, value in (options or {}).items():
+                writer = writer.option(key, value)
+            ident = self.identifier(name)
+            if ident:
+                writer.saveAsTable(ident)
+            else:
+                writer.save(self.location(name))
+
+        self.commit(name, save)
+
+    def commit(self, name: str, transaction: Callable[[], T]) -> T:
+        """Run one Delta transaction on `name` (a write, or a MERGE built inside `transaction` so that a retry
+        reads the table afresh), retried when a concurrent writer's commit conflicts with it."""
+        return retry_conflicts(name, transaction, self.storage.conflict_retries)
 
     def exists(self, spark: SparkSession, name: str) -> bool:
         from delta.tables import DeltaTable

@@ -94,13 +94,14 @@ def merge_history(spark: SparkSession, tables: Tables, history: DataFrame, name:
         return
     key = HISTORY_KEYS[name]
     cols = history.columns
-    target = tables.delta_table(spark, name).alias("t")
     differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in cols if c not in (key, VALID_FROM))
-    (target.merge(history.alias("s"), f"t.`{key}` = s.`{key}` AND t.{VALID_FROM} = s.{VALID_FROM}")
-     .whenMatchedUpdate(condition=differs, set={c: f"s.`{c}`" for c in cols})
-     .whenNotMatchedInsertAll()
-     .whenNotMatchedBySourceDelete()
-     .execute())
+    tables.commit(name, lambda: (
+        tables.delta_table(spark, name).alias("t")
+        .merge(history.alias("s"), f"t.`{key}` = s.`{key}` AND t.{VALID_FROM} = s.{VALID_FROM}")
+        .whenMatchedUpdate(condition=differs, set={c: f"s.`{c}`" for c in cols})
+        .whenNotMatchedInsertAll()
+        .whenNotMatchedBySourceDelete()
+        .execute()))
 
 
 def key_check(key: bytes) -> str:
@@ -159,11 +160,12 @@ def replace_keys(spark: SparkSession, tables: Tables, name: str, rows: DataFrame
     deletes = deletes.select(match, *[F.lit(None).cast(t).alias(c) for c, t in rows.dtypes])
     inserts = rows.select(F.lit(None).cast(key_type).alias(match), *rows.columns)
     source = deletes.unionByName(inserts)
-    (tables.delta_table(spark, name).alias("t")
-     .merge(source.alias("s"), f"t.`{key}` = s.{match}")
-     .whenMatchedDelete()
-     .whenNotMatchedInsert(condition=f"s.{match} IS NULL", values={c: f"s.`{c}`" for c in rows.columns})
-     .execute())
+    tables.commit(name, lambda: (
+        tables.delta_table(spark, name).alias("t")
+        .merge(source.alias("s"), f"t.`{key}` = s.{match}")
+        .whenMatchedDelete()
+        .whenNotMatchedInsert(condition=f"s.{match} IS NULL", values={c: f"s.`{c}`" for c in rows.columns})
+        .execute()))
 
 
 def append_events(spark: SparkSession, tables: Tables, events: DataFrame, new_customers: DataFrame | None) -> None:
@@ -171,13 +173,15 @@ def append_events(spark: SparkSession, tables: Tables, events: DataFrame, new_cu
     MERGE; then events of customers with a new profile lose their orphan flag (they arrived before it)."""
     same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in EVENT_IDENTITY)
     if not events.isEmpty():
-        tables.delta_table(spark, "silver.events").alias("t").merge(events.alias("s"), same).whenNotMatchedInsertAll().execute()
+        tables.commit("silver.events", lambda: tables.delta_table(spark, "silver.events").alias("t")
+                      .merge(events.alias("s"), same).whenNotMatchedInsertAll().execute())
     if new_customers is None:
         return
-    (tables.delta_table(spark, "silver.events").alias("t")
-     .merge(new_customers.alias("s"), f"t.customer_id = s.customer_id AND array_contains(t.{FLAGS}, 'orphan')")
-     .whenMatchedUpdate(set={FLAGS: f"array_remove(t.{FLAGS}, 'orphan')"})
-     .execute())
+    tables.commit("silver.events", lambda: (
+        tables.delta_table(spark, "silver.events").alias("t")
+        .merge(new_customers.alias("s"), f"t.customer_id = s.customer_id AND array_contains(t.{FLAGS}, 'orphan')")
+        .whenMatchedUpdate(set={FLAGS: f"array_remove(t.{FLAGS}, 'orphan')"})
+        .execute()))
 
 
 def record_batches(spark: SparkSession, tables: Tables, batches: dict[str, list[str]], rid: str, check: str,
@@ -189,8 +193,9 @@ def record_batches(spark: SparkSession, tables: Tables, batches: dict[str, list[
     if full or not tables.exists(spark, BATCHES):
         tables.write(df, BATCHES, options={"overwriteSchema": "true"})
     else:
-        (tables.delta_table(spark, BATCHES).alias("t")
-         .merge(df.alias("s"), "t.source = s.source AND t.batch_id = s.batch_id").whenNotMatchedInsertAll().execute())
+        tables.commit(BATCHES, lambda: tables.delta_table(spark, BATCHES).alias("t")
+                      .merge(df.alias("s"), "t.source = s.source AND t.batch_id = s.batch_id")
+                      .whenNotMatchedInsertAll().execute())
 
 
 def _all_batches(spark: SparkSession, tables: Tables) -> dict[str, list[str]]:

@@ -88,7 +88,7 @@ def drop_uncommitted_batches(spark: SparkSession, tables: Tables, committed: lis
             condition = ~F.col("_batch_id").isin(committed) if committed else F.lit(True)
             if tables.read(spark, name).where(condition).limit(1).count():
                 _log(f"removing rows of unfinished batches from {name}")
-                tables.delta_table(spark, name).delete(condition)
+                tables.commit(name, lambda: tables.delta_table(spark, name).delete(condition))
 
 
 def _lines(spark: SparkSession, paths: list[str]) -> DataFrame:
@@ -226,8 +226,8 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
     if done is None:
         tables.write(marker, "ops.ingested_files", mode="append")
     else:
-        (tables.delta_table(spark, "ops.ingested_files").alias("t")
-         .merge(marker.alias("n"), "t.file = n.file").whenNotMatchedInsertAll().execute())
+        tables.commit("ops.ingested_files", lambda: tables.delta_table(spark, "ops.ingested_files").alias("t")
+                      .merge(marker.alias("n"), "t.file = n.file").whenNotMatchedInsertAll().execute())
     result.seconds = time.perf_counter() - t_start
     _log(f"batch {bid} committed in {result.seconds:.1f} s")
     return result
