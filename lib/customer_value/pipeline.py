@@ -153,7 +153,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", (), (MODEL,), ("training", "features", "backtest"), _train,
           "train, backtest and register the model, when due (training.retrain_every_days)",
           period=_training_period),
-    Stage("score", ("gold.customer_features", MODEL), ("gold.customer_scores", "gold.segment_summary"),
+    Stage("score", ("gold.customer_features", MODEL), ("gold.customer_scores", "gold.segment_summary", "gold.segments"),
           ("scoring",), _score, "score every customer at S"),
     Stage("monitor", ("gold.customer_scores",), ("gold.drift",), ("monitor",), _monitor,
           "drift of S's features and scores against the model's training snapshot"),

@@ -144,3 +144,14 @@ def test_horovod_spark_run_launches_the_same_training(spark, training_set):
     assert [r["rank"] for r in reports] == [0, 1] and {r["size"] for r in reports} == {2}
     assert reports[0]["steps_per_epoch"] == reports[1]["steps_per_epoch"] > 0
     assert reports[1]["wrote"] == [] and (root / "spark" / "model" / "saved_model").exists()
+
+
+def test_a_failed_horovodrun_is_one_line_naming_the_rank_and_how_it_died():
+    from customer_value.models.fit import failed_rank
+
+    horovod = ("Traceback (most recent call last):\n  File ...\nRuntimeError: Horovod detected that one or more "
+               "processes exited with non-zero status, thus causing the job to be terminated. The first process "
+               "to do so was:\nProcess name: 1\nExit code: 137\n\n")
+    assert failed_rank(horovod) == ("rank 1 exited with code 137 (SIGKILL: killed, or out of memory) first, and "
+                                    "Horovod stopped the others")
+    assert failed_rank("a\nValueError: rank 0: no validation rows\n\n") == "ValueError: rank 0: no validation rows"

@@ -149,9 +149,26 @@ def run_horovodrun(plan: dict, num_proc: int) -> list[dict]:
     cmd = horovodrun_command(num_proc, str(plan_path))
     proc = subprocess.run(cmd, env=horovod_env(plan), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"horovodrun failed ({proc.returncode}): {' '.join(cmd)}\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        log = plan_path.with_name("horovodrun.log")
+        log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(f"horovodrun failed (exit {proc.returncode}): {failed_rank(proc.stdout + proc.stderr)}; "
+                           f"the ranks' output is in {log}")
     return rank_reports(plan, num_proc)
+
+
+def failed_rank(output: str) -> str:
+    """Horovod's own account of which rank failed first and how, in one line (the ranks' output, tracebacks
+    and all, goes to a log file: a pipeline's failure is one line)."""
+    import re
+
+    found = re.search(r"Process name: (\S+)\s+Exit code: (-?\d+)", output)
+    if not found:
+        last = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        return last[-1][:300] if last else "no output"
+    rank, code = found.group(1), int(found.group(2))
+    how = {137: " (SIGKILL: killed, or out of memory)", -9: " (SIGKILL: killed, or out of memory)",
+           139: " (SIGSEGV)", 143: " (SIGTERM)"}.get(code, "")
+    return f"rank {rank} exited with code {code}{how} first, and Horovod stopped the others"
 
 
 def run_in_spark(plan: dict, num_proc: int) -> list[dict]:

@@ -127,7 +127,10 @@ def resolve(cfg: Config, ref: str) -> RegisteredModel:
         if not match:
             raise ModelNotFound(f"model {name!r} has no version {version} in the registry at {tracking_uri(cfg)}")
         mv = match[0]
-    path = Path(mv.tags.get("path") or models_root(cfg) / name / str(mv.version))
+    # the artifact under this configuration's own storage root first: a store copied or restored elsewhere (its
+    # SQLite registry with it) serves, and writes beside, its own copy, not the folder the tag names
+    local = models_root(cfg) / name / str(mv.version)
+    path = local if (local / "saved_model").exists() else Path(mv.tags.get("path") or local)
     if not (path / "saved_model").exists():
         raise ModelNotFound(f"model {name}/{mv.version} is registered but its artifact is missing at {path}")
     return RegisteredModel(name, int(mv.version), path, mv.run_id)

@@ -13,6 +13,7 @@ is the value score the reference snapshot's customers would have been measured a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -68,9 +69,13 @@ def status(value: float, watch: float, retrain: float) -> str:
 
 
 def save_reference(path: Path, edges: dict[str, list[float]], shares: dict[str, dict[int, float]], meta: dict) -> None:
-    path.write_text(json.dumps({"meta": meta, "columns": {c: {"edges": edges[c],
-                                                              "shares": {str(k): v for k, v in shares[c].items()}}
-                                                          for c in edges}}, indent=1))
+    """Written whole or not at all (a temporary file renamed over it): its presence tells the scorer the version's
+    reference is complete, so a scorer killed while writing it must not leave half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "columns": {c: {"edges": edges[c],
+                                                             "shares": {str(k): v for k, v in shares[c].items()}}
+                                                         for c in edges}}, indent=1))
+    os.replace(tmp, path)
 
 
 def load_reference(path: Path) -> tuple[dict[str, list[float]], dict[str, dict[int, float]], dict]:

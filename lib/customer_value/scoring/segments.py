@@ -8,6 +8,7 @@ customers-like-these from day to day, and a new model version brings its own seg
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +42,14 @@ class Segmentation:
         return out.withColumn("segment", F.col("segment").alias("segment", metadata=SEGMENT_COMMENT))
 
     def save(self, folder: Path) -> None:
+        """names.json last: the scorer takes its presence for a whole segmentation (a kill before it refits)."""
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "names.json").unlink(missing_ok=True)
         self.model.write().overwrite().save(str(folder / "kmeans"))
-        (folder / "names.json").write_text(json.dumps({str(k): v for k, v in self.names.items()}, indent=1))
         self.profile.to_json(folder / "profile.json", orient="records", indent=1)
+        tmp = folder / "names.json.tmp"
+        tmp.write_text(json.dumps({str(k): v for k, v in self.names.items()}, indent=1))
+        os.replace(tmp, folder / "names.json")
 
     @classmethod
     def load(cls, folder: Path) -> "Segmentation":
