@@ -36,7 +36,8 @@ KILL_POINTS = {"monitor": {k: v for k, v in KILL_AFTER_COMMITS.items() if v < 3}
 STAGES_KILLED = ("ingest", "clean", "features", "score", "monitor")
 # A resumed training reads its rows in another order after the kill (a fresh reader) and so ends on other weights:
 # its backtest may differ from the clean run's by this much (absolute); the baselines must not differ at all.
-TOLERANCE = {"spend_gini": 0.03, "churn_roc_auc": 0.03}
+# (measured: 0.004 and 0.001 after a rank was killed at epoch 2 of 8; 0.000 after a kill during the backtest)
+TOLERANCE = {"spend_gini": 0.02, "churn_roc_auc": 0.02}
 RESULTS: list[tuple[str, str, int, str]] = []
 REPORT = ROOT / "docs" / "reliability.md"
 
@@ -215,6 +216,7 @@ def test_kill_a_horovod_rank_then_the_rerun_resumes_from_its_checkpoint(referenc
     RESULTS.append(("train", f"SIGKILL of Horovod rank 1 after checkpoint {epoch} of 8 (the stage then failed by "
                              f"itself, exit {proc.returncode}); rerun resumed at epoch {resumed_at}", 1, outcome))
     assert resumed_at >= 2, training["ranks"][0]
+    assert [r["epochs_run"] for r in training["ranks"]] == [8 - resumed_at] * 2, "only the remaining epochs ran"
     assert outcome.startswith("within tolerance"), outcome
 
 
