@@ -160,17 +160,23 @@ class DeepModel:
         import mlflow
 
         tc = self.cfg.training
+        # The same (S, H, training config) → the same work folder: a rerun after a crash finds its checkpoints and
+        # resumes; after a successful registration the folder is removed, so the next run trains afresh. A run
+        # killed after registering its version, during the backtest, left that version to finish instead.
+        run_key = hashlib.sha256(json.dumps([str(data.snapshot), data.horizon_days, tc.model_dump()],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
+        work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
+        interrupted = registry.unfinished(self.cfg, run_key)
+        if interrupted is not None:
+            self._adopt(interrupted)
+            shutil.rmtree(work, ignore_errors=True)
+            return
         snapshots = data.snapshots(tc.snapshots, tc.snapshot_step_days)
         if not snapshots:
             raise ValueError("no training snapshot has enough history before it (backtest.min_history_days)")
         for s in snapshots:
             data.features(s)
             data.labels(s)
-        # The same (S, H, training config) → the same work folder: a rerun after a crash finds its checkpoints and
-        # resumes; after a successful registration the folder is removed, so the next run trains afresh.
-        run_key = hashlib.sha256(json.dumps([str(data.snapshot), data.horizon_days, tc.model_dump()],
-                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
-        work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
         if (work / "checkpoints" / "state.json").exists():
             _log(f"resuming from the checkpoints in {work / 'checkpoints'}")
         t0 = time.perf_counter()
@@ -213,7 +219,7 @@ class DeepModel:
              f"{r0['best_loss']:.4f} at epoch {r0['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
         spec_text = (work / "data" / "spec.json").read_text()
         (staged / "spec.json").write_text(spec_text)
-        self.training = {"training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
+        self.training = {"run_key": run_key, "training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
                          "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
                          "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id}
         (staged / "training.json").write_text(json.dumps(self.training, indent=1, default=str))
@@ -222,6 +228,17 @@ class DeepModel:
         self.version = self.registered.label
         shutil.rmtree(work, ignore_errors=True)
         _log(f"registered {self.version} at {self.registered.path}")
+
+    def _adopt(self, registered: registry.RegisteredModel) -> None:
+        """Take over a version an interrupted run of the same (S, H, training config) trained and registered but
+        did not backtest: its backtest is finished now, and it becomes ready, instead of training again."""
+        self.registered = registered
+        self.version = registered.label
+        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text())
+        self.training = json.loads((registered.path / "training.json").read_text())
+        self.run_id = registered.run_id or self.training.get("mlflow_run_id")
+        _log(f"{self.version} was trained and registered by an interrupted run of this snapshot, horizon and "
+             "training configuration: backtesting it instead of training again")
 
     def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
         return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers)

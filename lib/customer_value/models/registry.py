@@ -10,6 +10,7 @@ by default, `$MLFLOW_TRACKING_URI` or `training.tracking_uri` on a cluster.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -103,6 +104,30 @@ def register(cfg: Config, staged: Path, run_id: str) -> RegisteredModel:
     os.replace(staged, final)
     c.set_model_version_tag(name, mv.version, "path", str(final.resolve()))
     return RegisteredModel(name, int(mv.version), final, run_id)
+
+
+# what an artifact holds once registered (the backtest's metrics, report and card come with `mark_ready`)
+REGISTERED_PARTS = ("saved_model", "calibration.json", "spec.json", "training.json")
+
+
+def unfinished(cfg: Config, run_key: str) -> RegisteredModel | None:
+    """The newest registered version not yet ready whose artifact under this storage root is whole and was
+    trained for `run_key` (the same S, horizon and training configuration): a train stage killed during its
+    backtest left it. Its rerun backtests that version instead of training another and leaving this one behind,
+    never ready. An artifact is whole or absent: it is staged, then moved into place in one rename."""
+    name = cfg.training.model_name
+    versions = client(cfg).search_model_versions(f"name = '{name}'")
+    for mv in sorted((v for v in versions if v.tags.get("status") != READY), key=lambda v: -int(v.version)):
+        path = models_root(cfg) / name / str(mv.version)
+        if not all((path / part).exists() for part in REGISTERED_PARTS):
+            continue
+        try:
+            training = json.loads((path / "training.json").read_text())
+        except ValueError:
+            continue
+        if training.get("run_key") == run_key:
+            return RegisteredModel(name, int(mv.version), path, mv.run_id)
+    return None
 
 
 def mark_ready(cfg: Config, model: RegisteredModel) -> None:

@@ -1,0 +1,50 @@
+"""The registry's view of a train stage killed during its backtest: a registered, not yet ready version is taken
+over by the rerun of the same (S, horizon, training config) only when its artifact is whole and was trained for
+that run; a ready version, another run's, or a broken artifact never is. A real MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from customer_value.config import load_config
+from customer_value.models import registry
+from tests.conftest import ROOT
+
+
+def _staged(cfg, run_key: str, name: str) -> Path:
+    staged = registry.models_root(cfg) / cfg.training.model_name / f"_staging-{name}"
+    (staged / "saved_model").mkdir(parents=True)
+    for part in ("calibration.json", "spec.json"):
+        (staged / part).write_text("{}")
+    (staged / "training.json").write_text(json.dumps({"run_key": run_key}))
+    return staged
+
+
+def _register(cfg, run_key: str, name: str) -> registry.RegisteredModel:
+    c = registry.client(cfg)
+    run = c.create_run(registry.experiment_id(cfg))
+    return registry.register(cfg, _staged(cfg, run_key, name), run.info.run_id)
+
+
+def test_only_a_whole_unready_version_of_the_same_run_is_taken_over(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path}"])
+    assert registry.unfinished(cfg, "run-a") is None                    # no model registered at all
+
+    first = _register(cfg, "run-a", "1")
+    found = registry.unfinished(cfg, "run-a")
+    assert found is not None and (found.version, found.run_id) == (first.version, first.run_id)
+    assert found.path == first.path
+    assert registry.unfinished(cfg, "run-b") is None                    # another S, horizon or config
+
+    registry.mark_ready(cfg, first)
+    assert registry.unfinished(cfg, "run-a") is None                    # finished: a rerun trains anew
+
+    second = _register(cfg, "run-a", "2")
+    third = _register(cfg, "run-a", "3")
+    assert registry.unfinished(cfg, "run-a").version == third.version   # the newest of several
+    (third.path / "calibration.json").unlink()
+    assert registry.unfinished(cfg, "run-a").version == second.version  # a broken artifact is passed over
+    (second.path / "training.json").write_text("{not json")
+    assert registry.unfinished(cfg, "run-a") is None
