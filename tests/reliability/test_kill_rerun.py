@@ -33,7 +33,7 @@ VOLATILE = {"_batch_id", "_ingested_at", "run_id", "cleaned_at", "started_at", "
 KILL_AFTER_COMMITS = {"before its first commit": 0, "after its first commit": 1, "after three commits": 3}
 # monitor makes one commit, then the pipeline's record: "after three" would be after the stage ended. Ingest and
 # features are killed mid-commits only (CI's time): before any commit they are like clean and score, whose
-# "before" runs stay (and tests/e2e/test_crash_rerun.py kills ingest mid-write besides)
+# "before" runs stay
 KILL_POINTS = {"monitor": {k: v for k, v in KILL_AFTER_COMMITS.items() if v < 3},
                **{s: {k: v for k, v in KILL_AFTER_COMMITS.items() if v > 0} for s in ("ingest", "features")}}
 STAGES_KILLED = ("ingest", "clean", "features", "score", "monitor")
