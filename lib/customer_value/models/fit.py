@@ -4,7 +4,9 @@ The training set is materialised from the Delta tables *as of the versions read*
 Spark reads exactly the files of that table version, never the table folder, which still holds files a
 `replaceWhere` removed. Rows are split into training and validation by a hash of the customer id (stable across
 runs and snapshots: a customer never sits on both sides), ordered by a hash of (customer, snapshot) so every
-row group is a random sample, and written as many row groups as the ranks need to get equal shards.
+row group is a random sample, and written as many row groups as the ranks need to get equal shards. Which file a
+row lands in is a fixed range of that hash (`file_of`), so the same rows make the same files, row groups and
+shards in every run: a rebuilt training set (a rerun, a resumed training) trains the same model.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ from customer_value.models.spec import (NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSp
 from customer_value.tables import Tables
 
 FEATURES, LABELS_TABLE = "gold.customer_features", "gold.customer_labels"
+FILE = "_file"          # the training set's partition folder: one file of rows a fixed range of row keys
+
+
+def file_of(files: int):
+    """Which of `files` files a row goes to: its row key's range (the key is a 64-bit hash, so the ranges are
+    near equal), a function of the row alone. Spark's range partitioner chose its bounds from a sample whose seed
+    follows the RDD's id, which differs run to run: the row groups, each rank's shard and so the trained model
+    differed between two builds of the same rows (601/608 rows per rank in one, 606/603 in the other)."""
+    unit = F.col(ROW_KEY).cast("double") / float(2 ** 64) + F.lit(0.5)         # in [0, 1]
+    return F.least(F.floor(unit * files), F.lit(files - 1)).cast("int")
 
 
 @dataclass
@@ -102,9 +114,11 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
             raise ValueError(f"the {split} split is empty: {sum(counts.values())} labelled rows in {snapshots}")
         files = max(2 * ranks, math.ceil(n / rows_per_group))
         path = out / split
-        (enc.where(F.col("_validation") == flag).select(*keep)
-            .repartitionByRange(files, ROW_KEY).sortWithinPartitions(ROW_KEY)
-            .write.mode("overwrite").parquet(str(path)))
+        # one task per file (all of a file's rows hash to one partition), sorted by key within it: one Parquet
+        # file per `_file=k` folder, whatever the partitions' order (Petastorm reads the folders as a dataset)
+        (enc.where(F.col("_validation") == flag).select(*keep).withColumn(FILE, file_of(files))
+            .repartition(files, FILE).sortWithinPartitions(FILE, ROW_KEY)
+            .write.mode("overwrite").partitionBy(FILE).parquet(str(path)))
         urls[split] = path.resolve().as_uri()
     base.unpersist()
     (out / "spec.json").write_text(spec.to_json())
