@@ -128,11 +128,17 @@ class DeepModel:
 
     def __init__(self, cfg: Config, registered: registry.RegisteredModel | None = None) -> None:
         self.cfg = cfg
+        self.registered, self.version, self.spec, self.training, self.run_id = None, "", None, {}, None
+        if registered is not None:
+            self._use(registered)
+
+    def _use(self, registered: registry.RegisteredModel) -> None:
+        """Serve a registered version: its label, feature spec, training record and MLflow run."""
         self.registered = registered
-        self.version = registered.label if registered else ""
-        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text()) if registered else None
-        self.training: dict = json.loads((registered.path / "training.json").read_text()) if registered else {}
-        self.run_id = registered.run_id if registered else None
+        self.version = registered.label
+        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text())
+        self.training = json.loads((registered.path / "training.json").read_text())
+        self.run_id = registered.run_id
 
     @classmethod
     def load(cls, cfg: Config, ref: str) -> "DeepModel":
@@ -232,11 +238,7 @@ class DeepModel:
     def _adopt(self, registered: registry.RegisteredModel) -> None:
         """Take over a version an interrupted run of the same (S, H, training config) trained and registered but
         did not backtest: its backtest is finished now, and it becomes ready, instead of training again."""
-        self.registered = registered
-        self.version = registered.label
-        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text())
-        self.training = json.loads((registered.path / "training.json").read_text())
-        self.run_id = registered.run_id or self.training.get("mlflow_run_id")
+        self._use(registered)
         _log(f"{self.version} was trained and registered by an interrupted run of this snapshot, horizon and "
              "training configuration: backtesting it instead of training again")
 

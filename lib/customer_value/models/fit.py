@@ -32,7 +32,7 @@ from customer_value.models.spec import (NUMERIC_BLOCK, SEQUENCE_BLOCK, FeatureSp
 from customer_value.tables import Tables
 
 FEATURES, LABELS_TABLE = "gold.customer_features", "gold.customer_labels"
-FILE = "_file"          # the training set's partition folder: one file of rows a fixed range of row keys
+FILE = "_file"          # the training set's folders `_file=k/`: one file each, a fixed range of row keys
 
 
 def file_of(files: int):
