@@ -45,8 +45,8 @@ def smoke(
         result = smoke_pipeline.run(spark, cfg, work_dir=work_dir)
     typer.echo("\nsmoke pipeline passed; tables:")
     for name, location in result.tables.items():
-        typer.echo(f"  {name:<18} {location}")
-    typer.echo(f"  model              {result.model_path}")
+        typer.echo(f"  {name:<24} {location}")
+    typer.echo(f"  {'model':<24} {result.model_path}")
 
 
 @app.command()

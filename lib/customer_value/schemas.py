@@ -105,13 +105,3 @@ SMOKE_CUSTOMERS = T.StructType(
         T.StructField("spend", T.DoubleType(), True),
     ]
 )
-
-SMOKE_FEATURES = [f"f{i}" for i in range(8)]
-
-SMOKE_SCORES = T.StructType(
-    [
-        T.StructField("row_id", T.LongType(), False),
-        T.StructField("label", T.FloatType(), False),
-        T.StructField("prediction", T.FloatType(), False),
-    ]
-)

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pyspark.sql import functions as F
 
 from customer_value.config import load_config
-from customer_value.features.catalogue import catalogue
 from customer_value.models.fit import (FEATURES, LABELS_TABLE, build_training_set, horovod_env, horovodrun_command,
                                        run_horovodrun, run_in_spark)
 from customer_value.models.train import read_state
+from customer_value.smoke import random_features, random_labels
 from customer_value.tables import Tables
 from tests.conftest import ROOT
 
@@ -28,38 +27,18 @@ SNAPSHOTS = [date(2025, 1, 1), date(2025, 4, 1)]
 CUSTOMERS = 2500
 
 
-def random_features(spark, cfg, snapshot: date, seed: int):
-    cols = [F.concat(F.lit("c"), F.col("id").cast("string")).alias("customer_id")]
-    for i, d in enumerate(catalogue(cfg.features)):
-        r = F.rand(seed * 1000 + i)
-        if d.group == "static":
-            cols.append(F.element_at(F.array(F.lit("x"), F.lit("y"), F.lit("z")), (r * 3).cast("int") + 1).alias(d.name))
-        elif d.group == "sequence":
-            cols.append(F.array(*(F.floor(r * 50 + k).cast("double") for k in range(3))).alias(d.name))
-        else:
-            cols.append(F.when(r < 0.1, None).otherwise(F.floor(r * 20)).cast("double").alias(d.name))
-    return spark.range(CUSTOMERS, numPartitions=2).select(*cols, F.lit(snapshot).alias("snapshot_date"))
-
-
-def random_labels(spark, snapshot: date, seed: int, horizon: int = 90):
-    r = F.rand(seed)
-    spend = F.when(r < 0.6, 0.0).otherwise(F.exp(r * 5))
-    return spark.range(CUSTOMERS, numPartitions=2).select(
-        F.concat(F.lit("c"), F.col("id").cast("string")).alias("customer_id"), spend.alias("future_spend"),
-        F.when(spend > 0, 1).otherwise(0).cast("long").alias("future_orders"), (spend == 0).alias("churned"),
-        F.lit(horizon).alias("horizon_days"), F.lit(snapshot).alias("snapshot_date"))
-
-
 @pytest.fixture(scope="module")
 def training_set(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     cfg = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={root}"])
     tables = Tables(cfg.storage)
     for k, s in enumerate(SNAPSHOTS):
-        tables.write(random_features(spark, cfg, s, 1 + k), FEATURES, replace_where=f"snapshot_date = '{s}'")
-        tables.write(random_labels(spark, s, 11 + k), LABELS_TABLE, replace_where=f"snapshot_date = '{s}'")
+        feats = random_features(spark, cfg.features, s, 1 + k, CUSTOMERS)
+        tables.write(feats, FEATURES, replace_where=f"snapshot_date = '{s}'")
+        tables.write(random_labels(feats, 11 + k, signal=None), LABELS_TABLE, replace_where=f"snapshot_date = '{s}'")
     # rewrite the first snapshot: its old files stay in the table folder, removed from the Delta log
-    tables.write(random_features(spark, cfg, SNAPSHOTS[0], 5), FEATURES, replace_where=f"snapshot_date = '{SNAPSHOTS[0]}'")
+    tables.write(random_features(spark, cfg.features, SNAPSHOTS[0], 5, CUSTOMERS), FEATURES,
+                 replace_where=f"snapshot_date = '{SNAPSHOTS[0]}'")
     ts = build_training_set(spark, tables, cfg.features, SNAPSHOTS, 90, str(root / "set"), seed=7,
                             validation_share=0.2, rows_per_group=300, ranks=2)
     return cfg, root, ts
@@ -112,11 +91,17 @@ def test_the_same_rows_make_the_same_files_in_every_build(spark, training_set):
         assert len(first) == 4 and first == second, split
 
 
-def test_two_ranks_disjoint_shards_equal_steps_rank0_writes(training_set):
+@pytest.fixture(scope="module")
+def basic(training_set):
+    """One two-rank training of three epochs, its plan and each rank's report."""
     cfg, root, ts = training_set
     plan = plan_for(root, ts, "basic", record_shards=True)
-    reports = run_horovodrun(plan, 2)
-    r0, r1 = reports
+    return plan, run_horovodrun(plan, 2)
+
+
+def test_two_ranks_disjoint_shards_equal_steps_rank0_writes(training_set, basic):
+    cfg, root, ts = training_set
+    plan, (r0, r1) = basic
     assert (r0["size"], r1["size"]) == (2, 2) and r0["pid"] != r1["pid"]
     assert not set(r0["train_keys"]) & set(r1["train_keys"])
     assert len(r0["train_keys"]) + len(r1["train_keys"]) == ts.train_rows
@@ -130,9 +115,9 @@ def test_two_ranks_disjoint_shards_equal_steps_rank0_writes(training_set):
     assert read_state(Path(plan["checkpoint_dir"]))["epoch"] == 3
 
 
-def test_same_seed_same_data_same_ranks_same_metrics(training_set):
+def test_same_seed_same_data_same_ranks_same_metrics(training_set, basic):
     cfg, root, ts = training_set
-    first = json.loads((root / "basic" / "ranks" / "rank-0.json").read_text())
+    first = basic[1][0]
     again = run_horovodrun(plan_for(root, ts, "again"), 2)[0]
     for a, b in zip(first["history"]["val_loss"], again["history"]["val_loss"]):
         assert a == pytest.approx(b, abs=1e-6)

@@ -1,1 +1,0 @@
-"""Model training: Petastorm readers into tf.data, data-parallel with Horovod."""
