@@ -195,8 +195,9 @@ def check_files(job: str, body: dict) -> None:
                 raise BundleError(f"job {job}: init script {dest} is not a file of the repository")
 
 
-def validate(deploy: Path = DEPLOY) -> list[str]:
-    """Every problem found, one line each (empty: the bundle is valid)."""
+def validate(deploy: Path = DEPLOY, wheel: Path | None = None) -> list[str]:
+    """Every problem found, one line each (empty: the bundle is valid). `wheel`: an already built wheel of this
+    checkout (built here when not given; a caller checking many bundles builds it once)."""
     from customer_value.pipeline import stage_names
 
     problems: list[str] = []
@@ -204,8 +205,11 @@ def validate(deploy: Path = DEPLOY) -> list[str]:
         bundle = load_bundle(deploy)
     except BundleError as e:
         return [str(e)]
-    with tempfile.TemporaryDirectory() as tmp:
-        package, scripts = wheel_entry_points(build_wheel(Path(tmp)))
+    if wheel is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            package, scripts = wheel_entry_points(build_wheel(Path(tmp)))
+    else:
+        package, scripts = wheel_entry_points(wheel)
     order = stage_names()
     for target in bundle.get("targets", {}):
         try:
