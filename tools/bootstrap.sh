@@ -27,6 +27,8 @@ exec 9>"$cache/.bootstrap.lock"
 flock 9
 
 log() { echo "[bootstrap] $*" >&2; }
+# Horovod's build and its --check-build import TensorFlow: no CUDA/TensorRT lines on a CPU box.
+export TF_CPP_MIN_LOG_LEVEL=3
 
 build_venv() {
   local py=${PYTHON:-python3.11}
@@ -45,8 +47,12 @@ build_venv() {
   HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS=-j"$(nproc)" \
   PATH="$venv/bin:$PATH" \
     "${pip[@]}" install -q --no-cache-dir --no-build-isolation -c "$lock_file" "horovod[tensorflow]==0.28.1"
-  "$venv/bin/horovodrun" --check-build | grep -q "\[X\] TensorFlow" || { log "Horovod built without TensorFlow"; exit 1; }
-  "$venv/bin/horovodrun" --check-build | grep -q "\[X\] Gloo" || { log "Horovod built without Gloo"; exit 1; }
+  # read the whole report first: `horovodrun ... | grep -q` closes the pipe at the first match and horovodrun then
+  # dies of a broken pipe, which pipefail reported as a build without TensorFlow
+  local build
+  build=$("$venv/bin/horovodrun" --check-build)
+  grep -q "\[X\] TensorFlow" <<<"$build" || { log "Horovod built without TensorFlow"; exit 1; }
+  grep -q "\[X\] Gloo" <<<"$build" || { log "Horovod built without Gloo"; exit 1; }
   "${pip[@]}" check >&2
   touch "$venv/.complete"
   log "venv ready after $((SECONDS - t0)) s, $(du -sh "$venv" | cut -f1)"
