@@ -1,5 +1,6 @@
 # make demo   set up (venv + Delta jars, cached outside the clone) and run the main job end to end
-# make test   set up and run the whole test suite
+# make test       set up and run the quick tier (every test whose own cost is small, on the real stack; <= 15 min)
+# make test-all   everything, the slow tier too (kill harness, end-to-end pipelines, trainings): what CI runs
 # make setup  only set up; prints where the venv and jars are
 SHELL := /bin/bash
 .ONESHELL:
@@ -15,7 +16,7 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo smoke test test-fast notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring bench-daily clean-data
+.PHONY: setup demo smoke test test-all reliability-doc notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring bench-daily clean-data
 
 setup:
 	tools/bootstrap.sh >/dev/null
@@ -58,11 +59,22 @@ bench-transactions: setup
 bench-generate: setup
 	$(RUN) $(PY) bench/generate.py --conf conf/local.yaml
 
+# the quick tier: unit and integration tests on local Spark, real Delta, one horovodrun -np 2 smoke run, MLflow on
+# SQLite, CLI processes where a test needs one; the `slow` marker is left out
 test: setup
+	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# everything: the quick tier and the slow one (kill harness, end-to-end pipelines and backtests, trainings,
+# spark-submit); .ci/run runs this
+test-all: setup
 	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
-	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+# the kill-and-rerun harness, then docs/reliability.md from the table it wrote to reports/ (tests never change a
+# tracked file)
+reliability-doc: setup
+	$(RUN) $(PY) -m pytest tests/reliability/test_kill_rerun.py $(PYTEST_ARGS)
+	cp reports/reliability.md docs/reliability.md
+	echo "docs/reliability.md written from reports/reliability.md"
 
 clean-data:
 	rm -rf data/local

@@ -32,3 +32,12 @@ def spark(base_cfg):
 def cfg(tmp_path) -> Config:
     """A configuration whose tables live in this test's own temp folder."""
     return load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path / 'tables'}"])
+
+
+@pytest.fixture(scope="session")
+def reference(spark, tmp_path_factory) -> Path:
+    """The shared clean run of every stage through the CLI (tests/reference.py): built once, read by the kill
+    harness, the pipeline test and the secret scan. Tests copy what they change."""
+    from tests import reference as ref
+
+    return ref.build(spark, tmp_path_factory.mktemp("reference"))

@@ -342,6 +342,8 @@ def run_lock(cfg: Config, run: Run) -> Iterator[None]:
                 holder = {}
             if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
                 os.unlink(path)                 # its run was killed: take over
+                print(f"[pipeline] taking over the lock of run {holder.get('run_id', '?')} (pid {holder['pid']}, "
+                      f"since {holder.get('started', '?')}): that process is gone", file=sys.stderr, flush=True)
                 continue
             raise PipelineLocked(
                 f"another pipeline run holds {path} (run {holder.get('run_id', '?')}, pid {holder.get('pid', '?')} "

@@ -98,6 +98,27 @@ def conflict_kind(error: BaseException) -> str | None:
     return next((c for c in _CONFLICTS if f"io.delta.exceptions.{c}" in text), None)
 
 
+# A fault-injection point for the kill-and-rerun harness: with this set to a file path, a process about to make its
+# first Delta commit writes that file (naming the table) and waits there, so a test can SIGKILL the stage at a real
+# point (its work done, nothing committed yet) instead of guessing a time. Unset in every real run.
+FAULT_PAUSE_ENV = "CUSTOMER_VALUE_FAULT_PAUSE_BEFORE_COMMIT"
+_paused = False
+
+
+def fault_point_before_commit(name: str) -> None:
+    """Pause forever before this process's first commit when the harness asked for it (`FAULT_PAUSE_ENV`)."""
+    global _paused
+    marker = os.environ.get(FAULT_PAUSE_ENV)
+    if not marker or _paused:
+        return
+    _paused = True
+    with open(marker + ".tmp", "w") as fh:
+        fh.write(name)
+    os.replace(marker + ".tmp", marker)
+    while True:
+        time.sleep(60)
+
+
 def retry_conflicts(name: str, commit: Callable[[], T], retries: int, backoff_s: float = 0.5) -> T:
     """Run `commit` (one Delta transaction, built afresh on each call) and, when another writer committed to
     `name` first in a way that conflicts with it, run it again against the table's new state, up to `retries`
@@ -187,6 +208,7 @@ class Tables:
     def commit(self, name: str, transaction: Callable[[], T]) -> T:
         """Run one Delta transaction on `name` (a write, or a MERGE built inside `transaction` so that a retry
         reads the table afresh), retried when a concurrent writer's commit conflicts with it."""
+        fault_point_before_commit(name)
         return retry_conflicts(name, transaction, self.storage.conflict_retries)
 
     def exists(self, spark: SparkSession, name: str) -> bool:

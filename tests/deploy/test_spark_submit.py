@@ -76,6 +76,7 @@ def test_kubernetes_runs_everything_from_the_image():
     assert missing.returncode != 0 and "IMAGE" in missing.stderr
 
 
+@pytest.mark.slow          # two spark-submit JVMs and a wheel build: the slow tier (make test-all)
 def test_a_stage_runs_end_to_end_through_the_wrapper_on_local_spark(tmp_path):
     """generate then ingest, each a spark-submit of its job file: the Delta jars and the wheel as a cluster
     gets them; the bronze tables are real Delta tables afterwards."""

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 
 from customer_value.config import SecretInConfigError, load_config
 from tests.conftest import ROOT
-from tests.reliability.conftest import KEY
+from tests.reference import KEY
 RAW_LAYERS = ("landing", "bronze", "quarantine", "synthetic")     # raw exports and their typed copies: ids by design
 RAW_ID = re.compile(r"\bu\d{7,8}\b")
 

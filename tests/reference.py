@@ -1,0 +1,77 @@
+"""One clean run of every stage on a small generated shop, built once per test session and shared: the kill
+harness compares its crash runs with it (starting each from the copy of the store taken before that stage), the
+pipeline test checks the runner's records of it and reruns it, the secret scan reads everything it wrote. The
+stages run as real processes through the CLI, with a real random pseudonymisation key in their environment (never
+in their configuration)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from customer_value.config import Config, load_config
+from tests.conftest import ROOT
+from tests.e2e.conftest import shop_config
+
+KEY = "k-" + secrets.token_hex(16)
+SNAPSHOT = "2025-10-01"
+CUSTOMERS = 600
+STAGES_RUN = ("ingest", "clean", "features", "train", "score", "monitor")
+# a small, quick model: eight epochs without early stopping (a rank is killed after the second), three training
+# snapshots, small batches; the baselines fitted on one snapshot (CI's time)
+TRAINING = ["training.snapshots=3", "training.snapshot_step_days=45", "training.network.towers=1",
+            "training.network.hidden=[16]", "training.epochs=8", "training.patience=8", "training.batch_size=64",
+            "backtest.max_training_snapshots=1"]
+SETTINGS = ["cleaning.max_reject_share=0.2", "features.history_snapshots=2", *TRAINING]
+
+
+def command(root: Path, stage: str) -> list[str]:
+    return [sys.executable, "-m", "customer_value.cli", "pipeline", "--conf", "conf/local.yaml", "--only", stage,
+            "--snapshot-date", SNAPSHOT, "--set", f"storage.root={root}",
+            *[a for s in SETTINGS for a in ("--set", s)]]
+
+
+def config(root: Path) -> Config:
+    """The configuration `command` gives its stages, for a test that runs the pipeline in its own process."""
+    return load_config(ROOT / "conf" / "local.yaml", [f"storage.root={root}", *SETTINGS])
+
+
+def stage_env() -> dict[str, str]:
+    env = dict(os.environ, CUSTOMER_VALUE_ID_KEY=KEY)
+    env.pop("MLFLOW_TRACKING_URI", None)           # the store's own SQLite registry
+    return env
+
+
+def run_stage(root: Path, stage: str) -> str:
+    """The stage's output (stdout and stderr); it must succeed."""
+    proc = subprocess.run(command(root, stage), cwd=ROOT, env=stage_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def build(spark, base: Path) -> Path:
+    """`base` with `store` (the clean run), `before-STAGE` (the store as it was before STAGE ran) and `logs.txt`
+    (every stage's output)."""
+    import io
+    from datetime import date
+
+    from customer_value import pipeline as pl
+
+    root = base / "store"
+    # the shop generated in this process (no JVM of its own to start) but through the pipeline's runner, as
+    # `pipeline --generate` does: recorded in ops.pipeline_runs like every later stage
+    generate = pl.select(pl.STAGES, only="generate")
+    report, = pl.run_pipeline(spark, shop_config(root, CUSTOMERS), pl.Run(date.fromisoformat(SNAPSHOT)), generate,
+                              events=pl.Events(False, io.StringIO()))
+    assert report.status == "ran", report
+    logs = []
+    for stage in STAGES_RUN:
+        shutil.copytree(root, base / f"before-{stage}")
+        logs.append(run_stage(root, stage))
+    (base / "logs.txt").write_text("\n".join(logs))
+    return base
