@@ -103,3 +103,22 @@ def test_the_spend_sample_is_the_smallest_seeded_hashes_of_the_repeat_buyers(fea
     rows = [ids.index(c) for c in sample["customer_id"]]
     assert sample["x"].tolist() == x[rows].astype(float).tolist()
     assert sample["m"].to_numpy() == pytest.approx(m[rows], rel=1e-12)
+
+
+def test_fits_of_several_snapshots_at_once_are_each_snapshots_own_fit_to_the_last_digit(features):
+    # two snapshots: all the customers at one, a part of them at the other, and one snapshot with no buyer; the
+    # joint fit (two Spark jobs for all) must give each snapshot exactly what `fit_clv` on it alone gives
+    from datetime import date
+
+    from customer_value.baselines.clv import fit_clv_per_snapshot
+
+    a, b, none = date(2025, 1, 1), date(2025, 4, 1), date(2025, 7, 1)
+    at_a = features.withColumn("snapshot_date", F.lit(a))
+    at_b = features.where(F.col("customer_id") < "c01200").withColumn("snapshot_date", F.lit(b))
+    at_none = features.where(F.col("frequency_days") == 0).withColumn("snapshot_date", F.lit(none))
+    both = at_a.unionByName(at_b).unionByName(at_none).repartition(5, "customer_id")
+    fits = fit_clv_per_snapshot(both, [a, b, none], max_customers=400)
+    assert fits[none] is None
+    assert fits[a] == fit_clv(at_a, max_customers=400)
+    assert fits[b] == fit_clv(at_b, max_customers=400)
+    assert fits[a] != fits[b]

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import reduce
-from typing import Sequence
+from typing import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +31,7 @@ from customer_value.config import Config
 from customer_value.evaluation.models import (PREDICTION_COLUMNS, BacktestData, BacktestModel, BgNbdGammaGamma, Oracle,
                                                RfmRules, snapshots_before, standard_columns)
 from customer_value.evaluation.report import vs_oracle, write_report
-from customer_value.features.run import read_silver, write_snapshot_features
-from customer_value.labels.build import customer_labels
+from customer_value.features.run import read_silver, rows_per_snapshot, snapshot_labels, write_features, write_labels
 from customer_value.landing import Location, under_root
 from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
@@ -106,6 +105,34 @@ def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int |
     return snapshot or cfg.cleaning.today() + timedelta(days=1 - horizon), horizon
 
 
+def backtest_inputs(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], cfg: Config, snapshot: date,
+                    horizon_days: int) -> tuple[Callable[[list[date]], DataFrame], Callable[[list[date]], DataFrame]]:
+    """`BacktestData`'s two loaders for a backtest of (S, H): the features of a list of snapshots, written to
+    gold.customer_features in one commit and read back; their labels, those of training snapshots (horizon ended
+    by S) written to gold.customer_labels in one commit for the training-set job and read back, S's own (the
+    outcome the models are scored against) computed and never written."""
+
+    def features_for(snapshots: list[date]) -> DataFrame:
+        t0 = time.perf_counter()
+        written = write_features(spark, tables, silver, snapshots, cfg.features)
+        counts = rows_per_snapshot(written)
+        _log(f"features at {len(snapshots)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s): "
+             + ", ".join(f"{s} {counts.get(s, 0):,}" for s in snapshots) + " customers")
+        return written
+
+    def labels_for(snapshots: list[date]) -> DataFrame:
+        training = [s for s in snapshots if s + timedelta(days=horizon_days) <= snapshot]
+        outcome = [s for s in snapshots if s not in training]
+        parts = snapshot_labels(silver, outcome, horizon_days)
+        if training:
+            t0 = time.perf_counter()
+            parts.append(write_labels(spark, tables, silver, training, horizon_days))
+            _log(f"labels at {', '.join(map(str, training))}: one commit ({time.perf_counter() - t0:.1f} s)")
+        return reduce(DataFrame.unionByName, parts)
+
+    return features_for, labels_for
+
+
 def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
                  horizon_days: int | None = None, extra_models: Sequence[BacktestModel] = ()) -> BacktestResult:
     """The whole backtest of (S, H): every model fitted on what precedes S and predicting at S (the baselines,
@@ -130,29 +157,16 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
         raise BacktestError(f"no training snapshot: S - {horizon} days is less than {cfg.backtest.min_history_days} "
                             f"days after the first order ({first.date()})")
     _log(f"S = {snapshot}, horizon {horizon} days; baseline training snapshots {', '.join(map(str, train))}")
-
-    def features_at(s: date) -> DataFrame:
-        t0 = time.perf_counter()
-        out, n = write_snapshot_features(spark, tables, silver, s, cfg.features)
-        _log(f"features at {s}: {n:,} customers ({time.perf_counter() - t0:.1f} s)")
-        return out
-
-    def labels_at(s: date) -> DataFrame:
-        labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon)
-        if s + timedelta(days=horizon) <= snapshot:      # a training snapshot: kept for the training-set job
-            tables.write(labels, "gold.customer_labels",
-                         replace_where=f"snapshot_date = '{s}' AND horizon_days = {horizon}")
-            labels = tables.read(spark, "gold.customer_labels").where(
-                (F.col("snapshot_date") == F.lit(s)) & (F.col("horizon_days") == horizon))
-        return labels
-
-    data = BacktestData(spark, cfg, tables, snapshot, horizon, first.date(), features_at, labels_at)
+    data = BacktestData(spark, cfg, tables, snapshot, horizon, first.date(),
+                        *backtest_inputs(spark, tables, silver, cfg, snapshot, horizon))
     rfm = RfmRules()
     models: list[BacktestModel] = [rfm, BgNbdGammaGamma(fallback_from=rfm)]
     truth = oracle_predictions(spark, cfg, tables, snapshot, horizon)
     if truth is not None:
         models.append(Oracle(truth))
     models += list(extra_models)
+    # every snapshot any model learns from, and S: computed together (one commit per table), then fitted
+    data.prepare([snapshot, *(s for model in models for s in model.snapshots(data))])
     feats = data.features(snapshot)
     predicted = {}
     for model in models:

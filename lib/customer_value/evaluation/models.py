@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import reduce
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,7 +44,10 @@ def snapshots_before(snapshot: date, horizon_days: int, first_day: date, min_his
 @dataclass
 class BacktestData:
     """What models may learn from for a backtest at S: features and labels of snapshots whose horizon ends by S
-    (computed and written on first use), and the features at S they predict from."""
+    (computed and written on first use, or together by `prepare`), and the features at S they predict from.
+
+    `features_for` / `labels_for` compute (and write) the rows of a list of snapshots in one go and return them;
+    `labels_for` writes only the labels of training snapshots (horizon ended by S), never S's own."""
 
     spark: SparkSession
     cfg: Config
@@ -52,8 +55,8 @@ class BacktestData:
     snapshot: date
     horizon_days: int
     first_day: date
-    features_at: Callable[[date], DataFrame]
-    labels_at: Callable[[date], DataFrame]
+    features_for: Callable[[list[date]], DataFrame]
+    labels_for: Callable[[list[date]], DataFrame]
     _cache: dict = field(default_factory=dict)
 
     def snapshots(self, count: int, step_days: int) -> list[date]:
@@ -61,20 +64,49 @@ class BacktestData:
         return snapshots_before(self.snapshot, self.horizon_days, self.first_day, self.cfg.backtest.min_history_days,
                                 count, step_days)
 
+    def labelled(self, s: date) -> bool:
+        """A training snapshot: its horizon ends by S, so its labels may be learned from."""
+        return s + timedelta(days=self.horizon_days) <= self.snapshot
+
+    def prepare(self, snapshots: Iterable[date]) -> None:
+        """The features of these snapshots, and the labels of those that are training snapshots, computed
+        together: one Spark job and one Delta commit per table instead of one each (a commit has a fixed cost of
+        seconds). The models then find them here when they ask snapshot by snapshot."""
+        wanted = sorted(set(snapshots))
+        self._split("f", wanted, self.features_for)
+        self._split("l", [s for s in wanted if self.labelled(s)], self.labels_for)
+
+    def _split(self, kind: str, snapshots: list[date], compute: Callable[[list[date]], DataFrame]) -> None:
+        todo = [s for s in snapshots if (kind, s) not in self._cache]
+        if todo:
+            rows = compute(todo)
+            for s in todo:
+                self._cache[(kind, s)] = rows.where(F.col("snapshot_date") == F.lit(s))
+
     def features(self, s: date) -> DataFrame:
-        if ("f", s) not in self._cache:
-            self._cache[("f", s)] = self.features_at(s)
+        self._split("f", [s], self.features_for)
         return self._cache[("f", s)]
 
     def labels(self, s: date) -> DataFrame:
-        if ("l", s) not in self._cache:
-            self._cache[("l", s)] = self.labels_at(s)
+        self._split("l", [s], self.labels_for)
         return self._cache[("l", s)]
+
+    def clv(self, s: date) -> ClvModel:
+        """BG/NBD + Gamma-Gamma fitted on the features at `s`, once: the baseline and the deep model's inputs at S
+        use the same fit (it is a function of those features alone)."""
+        if ("clv", s) not in self._cache:
+            self._cache[("clv", s)] = fit_clv(self.features(s), self.cfg.backtest.spend_fit_max_customers)
+        return self._cache[("clv", s)]
 
 
 class BacktestModel(Protocol):
     name: str
     version: str
+
+    def snapshots(self, data: BacktestData) -> list[date]:
+        """The snapshots whose features (and, for a training snapshot, labels) `fit` will ask for, so that the
+        backtest computes them all together first (`BacktestData.prepare`)."""
+        ...
 
     def fit(self, data: BacktestData) -> None: ...
 
@@ -100,9 +132,12 @@ class RfmRules:
         self.model: RfmModel | None = None
         self.fallback = (0.0, 1.0)        # the prospects' (spend, churn): for customers nobody can score
 
+    def snapshots(self, data: BacktestData) -> list[date]:
+        return data.snapshots(data.cfg.backtest.max_training_snapshots, data.horizon_days)
+
     def fit(self, data: BacktestData) -> None:
         t0 = time.perf_counter()
-        train = data.snapshots(data.cfg.backtest.max_training_snapshots, data.horizon_days)
+        train = self.snapshots(data)
         feats = reduce(DataFrame.unionByName, [data.features(s) for s in train])
         labels = reduce(DataFrame.unionByName, [data.labels(s) for s in train]).cache()
         self.model = fit_rfm(rfm_scores(feats), labels, data.cfg.backtest.rfm_shrinkage)
@@ -129,9 +164,12 @@ class BgNbdGammaGamma:
         self.version = ""
         self.model: ClvModel | None = None
 
+    def snapshots(self, data: BacktestData) -> list[date]:
+        return [data.snapshot]
+
     def fit(self, data: BacktestData) -> None:
         t0 = time.perf_counter()
-        self.model = fit_clv(data.features(data.snapshot), data.cfg.backtest.spend_fit_max_customers)
+        self.model = data.clv(data.snapshot)
         self.version = self.model.version
         _log("; ".join(f"{k} {v}" for k, v in self.model.describe().items()) + f" ({time.perf_counter() - t0:.1f} s)")
 
@@ -147,6 +185,9 @@ class Oracle:
     def __init__(self, predictions: DataFrame) -> None:
         self.predictions = predictions
         self.version = "generator"
+
+    def snapshots(self, data: BacktestData) -> list[date]:
+        return []
 
     def fit(self, data: BacktestData) -> None:
         pass

@@ -1,19 +1,23 @@
 """The features job: gold.customer_features (and gold.customer_labels, gold.training_set where the horizon has
 passed) for a snapshot and, optionally, earlier snapshots for a training set that sees the seasons.
 
-Each snapshot is one `replaceWhere snapshot_date = S` commit per table: rerunning a snapshot replaces it.
+The snapshots a run computes are one `replaceWhere snapshot_date IN (...)` commit per table: rerunning them
+replaces them, all or none.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import date, timedelta
+from functools import reduce
+from typing import Iterable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value.config import Config, FeaturesConfig
 from customer_value.features.build import customer_features
+from customer_value.features.catalogue import catalogue
 from customer_value.labels.build import customer_labels, training_set
 from customer_value.tables import Tables
 
@@ -56,17 +60,59 @@ def read_silver(spark: SparkSession, tables: Tables) -> dict[str, DataFrame]:
     return {n: tables.read(spark, table) for n, table in SILVER.items()}
 
 
-def write_snapshot_features(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshot: date,
-                            cfg: FeaturesConfig) -> tuple[DataFrame, int]:
-    """Compute and write gold.customer_features for one snapshot (a `replaceWhere` commit); return the written
-    partition, read back, and its row count."""
-    feats = customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
-                              silver["reviews"], snapshot, cfg)
+def snapshot_in(snapshots: Iterable[date]) -> str:
+    """The SQL predicate (a `replaceWhere`, a filter) selecting these snapshots."""
+    return "snapshot_date IN ({})".format(", ".join(f"'{s}'" for s in sorted(set(snapshots))))
+
+
+def snapshot_features(silver: dict[str, DataFrame], snapshots: Sequence[date], cfg: FeaturesConfig) -> list[DataFrame]:
+    """gold.customer_features rows of each snapshot: its own `customer_features`, one frame per snapshot."""
+    return [customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                              silver["reviews"], s, cfg) for s in snapshots]
+
+
+def snapshot_labels(silver: dict[str, DataFrame], snapshots: Sequence[date], horizon_days: int) -> list[DataFrame]:
+    """gold.customer_labels rows of each snapshot (`customer_labels`), one frame per snapshot."""
+    return [customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon_days)
+            for s in snapshots]
+
+
+def computed_alone(frames: Sequence[DataFrame]) -> DataFrame:
+    """The frames, each computed now by its own Spark job and kept (a local checkpoint), stacked: what one
+    commit then writes for several snapshots.
+
+    Why not one job for their union (fewer jobs still): Spark's adaptive execution shares a job's minimum
+    parallelism among a union's branches, so a snapshot computed inside a union comes out in fewer partitions,
+    i.e. other files in another order, than computed alone; the k-means segments and the quantile sketches of
+    scoring and drift read a snapshot's rows in file order, and the demo's segment summary and tier counts moved.
+    (A union of 13 snapshots' plans also holds ~130 broadcast tables at once, more than a 4 GB driver holds.)
+    Computed alone, each snapshot keeps exactly the partitions and row order it had when it was written alone."""
+    return reduce(DataFrame.unionByName, [frame.localCheckpoint(eager=True) for frame in frames])
+
+
+def rows_per_snapshot(written: DataFrame) -> dict[date, int]:
+    """Rows of each snapshot in a table slice: one small job (row counts of the files, no column read)."""
+    return {r["snapshot_date"]: r["count"] for r in written.groupBy("snapshot_date").count().collect()}
+
+
+def write_features(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshots: Sequence[date],
+                   cfg: FeaturesConfig) -> DataFrame:
+    """Compute and write gold.customer_features for these snapshots in one `replaceWhere` commit (rerun-safe:
+    the commit replaces exactly these snapshots, all or none); return the written rows, read back."""
+    rows = computed_alone(snapshot_features(silver, snapshots, cfg))
     # mergeSchema: a feature added to the catalogue appears as a new column (null in older snapshots)
-    tables.write(feats, "gold.customer_features", replace_where=f"snapshot_date = '{snapshot}'",
-                 options={"mergeSchema": "true"})
-    written = tables.read(spark, "gold.customer_features").where(F.col("snapshot_date") == F.lit(snapshot))
-    return written, written.count()
+    tables.write(rows, "gold.customer_features", replace_where=snapshot_in(snapshots), options={"mergeSchema": "true"})
+    return tables.read(spark, "gold.customer_features").where(snapshot_in(snapshots))
+
+
+def write_labels(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshots: Sequence[date],
+                 horizon_days: int) -> DataFrame:
+    """Compute and write gold.customer_labels of these snapshots and this horizon in one `replaceWhere` commit;
+    return the written rows, read back."""
+    where = f"{snapshot_in(snapshots)} AND horizon_days = {horizon_days}"
+    tables.write(computed_alone(snapshot_labels(silver, snapshots, horizon_days)), "gold.customer_labels",
+                 replace_where=where)
+    return tables.read(spark, "gold.customer_labels").where(where)
 
 
 def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None, history: int = 1,
@@ -74,35 +120,44 @@ def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     """Compute and write features (and labels where complete) for `history` snapshots ending at `snapshot`.
 
     `reuse` (the pipeline's daily runs): the history snapshots lie on a grid (`grid_snapshots`) and those already
-    written are kept, as are their labels; only S, and labels whose horizon has newly passed, are computed."""
+    written are kept, as are their labels; only S, and labels whose horizon has newly passed, are computed.
+    The snapshots to compute are written together: one commit for their features, one for their labels."""
     tables = Tables(cfg.storage)
     fc = cfg.features
     today = cfg.cleaning.today()
     snapshot = snapshot or today + timedelta(days=1)
-    silver = read_silver(spark, tables)
     dates = (grid_snapshots if reuse else snapshot_dates)(snapshot, history, fc.snapshot_step_days)
     have = _snapshots_in(spark, tables, "gold.customer_features") if reuse else set()
     have_labels = _snapshots_in(spark, tables, "gold.customer_labels") if reuse else set()
-    labelled = []
+    due = {s for s in dates if s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1)}
+    compute = [s for s in dates if s == snapshot or s not in have]
+    labelled = [s for s in dates if s in due and (s == snapshot or s not in have or s not in have_labels)]
     for s in dates:
-        t0 = time.perf_counter()
-        due = s + timedelta(days=fc.horizon_days) <= today + timedelta(days=1)
-        if s != snapshot and s in have and (not due or s in have_labels):
+        if s not in compute and s not in labelled:
             _log(f"snapshot {s}: already written, kept")
+    silver = read_silver(spark, tables)
+    counts: dict[date, int] = {}
+    if compute:
+        t0 = time.perf_counter()
+        counts = rows_per_snapshot(write_features(spark, tables, silver, compute, fc))
+        _log(f"gold.customer_features: {len(compute)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s)")
+    if labelled:
+        t0 = time.perf_counter()
+        # all horizons of these snapshots replaced: the training set joins the labels by snapshot alone
+        tables.write(computed_alone(snapshot_labels(silver, labelled, fc.horizon_days)), "gold.customer_labels",
+                     replace_where=snapshot_in(labelled))
+        _log(f"gold.customer_labels: {len(labelled)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s)")
+    n_features = len(catalogue(fc))
+    for s in dates:
+        if s not in compute and s not in labelled:
             continue
-        if s != snapshot and s in have:
-            msg = f"snapshot {s}: features kept"
-        else:
-            feats, n = write_snapshot_features(spark, tables, silver, s, fc)
-            msg = f"snapshot {s}: {n:,} customers, {len(feats.columns) - 2} features"
-        if due:
-            labels = customer_labels(silver["customers"], silver["orders"], silver["events"], s, fc.horizon_days)
-            tables.write(labels, "gold.customer_labels", replace_where=f"snapshot_date = '{s}'")
-            labelled.append(s)
+        msg = f"snapshot {s}: " + (f"{counts.get(s, 0):,} customers, {n_features} features" if s in compute
+                                   else "features kept")
+        if s in labelled:
             msg += f", labels for [{s}, {s + timedelta(days=fc.horizon_days)})"
-        else:
+        elif s not in due:
             msg += f", no labels (the {fc.horizon_days}-day horizon ends after {today})"
-        _log(f"{msg} ({time.perf_counter() - t0:.1f} s)")
+        _log(msg)
     if labelled:
         write_training_set(spark, tables, labelled)
         _log(f"gold.training_set: snapshots {', '.join(map(str, labelled))}")

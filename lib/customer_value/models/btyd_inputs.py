@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 import numpy as np
 import pandas as pd
 
-from customer_value.baselines.clv import buyers, fit_clv, predict_frame
+from customer_value.baselines.clv import ClvModel, buyers, fit_clv, fit_clv_per_snapshot, predict_frame
 from customer_value.models.spec import NUMERIC, FeatureColumn, FeatureSpec
 
 # Input name ← the column of the BG/NBD prediction frame it comes from.
@@ -49,15 +49,25 @@ def uses_btyd(spec: FeatureSpec) -> bool:
     return any(c.name in BTYD_INPUTS for c in spec.columns)
 
 
-def with_btyd_inputs(features: DataFrame, horizon_days: int, max_customers: int) -> DataFrame:
-    """One snapshot's features with the four BTYD inputs, from models fitted on these features alone.
+def with_btyd_inputs(features: DataFrame, horizon_days: int, max_customers: int,
+                     fitted: ClvModel | None = None) -> DataFrame:
+    """One snapshot's features with the four BTYD inputs, from models fitted on these features alone (`fitted`:
+    that fit, where the caller has it already, e.g. the backtest's BG/NBD baseline at S; else fitted here)."""
+    if fitted is None:
+        if buyers(features).limit(1).count() == 0:
+            return with_fitted_btyd_inputs(features, horizon_days, None)
+        fitted = fit_clv(features, max_customers)
+    return with_fitted_btyd_inputs(features, horizon_days, fitted)
+
+
+def with_fitted_btyd_inputs(features: DataFrame, horizon_days: int, fitted: ClvModel | None) -> DataFrame:
+    """The features with the four BTYD inputs from this fit of their snapshot (None: no buyer, all null).
 
     The predictions are a column-wise pandas UDF over the five columns they need (a projection), not a join
     with `predict_clv`'s frame: no second scan of the features and no shuffle of every customer, which at
     millions of customers was a large part of scoring's time. Non-buyers get nulls, as from the baseline."""
-    if buyers(features).limit(1).count() == 0:
+    if fitted is None:
         return features.select("*", *(F.lit(None).cast("double").alias(n) for n in BTYD_INPUTS))
-    fitted = fit_clv(features, max_customers)
     out_schema = ", ".join(f"{src} double" for src in BTYD_INPUTS.values())
 
     @F.pandas_udf(f"struct<{out_schema}>")
@@ -89,9 +99,11 @@ def btyd_predictions(fitted, horizon_days: int, x: pd.Series, t_x: pd.Series, T:
 
 def with_btyd_inputs_per_snapshot(features: DataFrame, snapshots: list[date], horizon_days: int,
                                   max_customers: int) -> DataFrame:
-    """Features of several snapshots, each with the inputs of its own snapshot's fit."""
+    """Features of several snapshots, each with the inputs of its own snapshot's fit (`fit_clv_per_snapshot`:
+    the fits of all snapshots from two Spark jobs, each exactly `fit_clv` of that snapshot alone)."""
+    fits = fit_clv_per_snapshot(features, snapshots, max_customers)
     return reduce(DataFrame.unionByName,
-                  [with_btyd_inputs(features.where(F.col("snapshot_date") == F.lit(s)), horizon_days, max_customers)
+                  [with_fitted_btyd_inputs(features.where(F.col("snapshot_date") == F.lit(s)), horizon_days, fits[s])
                    for s in snapshots])
 
 
@@ -142,9 +154,10 @@ def in_batch(features: DataFrame, spec: FeatureSpec, max_customers: int) -> tupl
     return InBatchBtyd.placeholders(features), InBatchBtyd(fitted, int(spec.stats[HORIZON_KEY]))
 
 
-def prepared(features: DataFrame, spec: FeatureSpec, max_customers: int) -> DataFrame:
+def prepared(features: DataFrame, spec: FeatureSpec, max_customers: int, fitted: ClvModel | None = None) -> DataFrame:
     """Features of one snapshot made ready for `model_inputs` under this spec (the BTYD inputs where it has
-    them): the one step scoring adds to the features table."""
+    them, from `fitted` when given: the fit on these same features): the one step scoring adds to the features
+    table."""
     if not uses_btyd(spec):
         return features
-    return with_btyd_inputs(features, int(spec.stats[HORIZON_KEY]), max_customers)
+    return with_btyd_inputs(features, int(spec.stats[HORIZON_KEY]), max_customers, fitted)

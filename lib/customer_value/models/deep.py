@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
+from customer_value.baselines.clv import ClvModel
 from customer_value.config import Config
 from customer_value.evaluation.models import BacktestData
 from customer_value.landing import under_root
 from customer_value.models import registry
-from customer_value.models.btyd_inputs import prepared
+from customer_value.models.btyd_inputs import prepared, uses_btyd
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
@@ -105,8 +106,9 @@ def calibration_of(model_dir: str | Path) -> dict[str, float]:
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
-                btyd_max_customers: int = 200_000) -> DataFrame:
-    """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas."""
+                btyd_max_customers: int = 200_000, btyd_fit: ClvModel | None = None) -> DataFrame:
+    """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas (`btyd_fit`:
+    BG/NBD + Gamma-Gamma fitted on these features, where the caller has it; else fitted here)."""
     saved = str(Path(model_dir) / "saved_model")
     scale = calibration_of(model_dir)
 
@@ -118,7 +120,7 @@ def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
                                 **{k: out.get(k, np.zeros(0)) for k in
                                    ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})
 
-    return model_inputs(prepared(features, spec, btyd_max_customers), spec).mapInPandas(score, PREDICTIONS)
+    return model_inputs(prepared(features, spec, btyd_max_customers, btyd_fit), spec).mapInPandas(score, PREDICTIONS)
 
 
 class DeepModel:
@@ -162,15 +164,26 @@ class DeepModel:
         if self.registered is None:
             self._train(data)
 
+    def _run_key(self, data: BacktestData) -> str:
+        """The same (S, H, training config) → the same key, and so the same work folder: a rerun after a crash
+        finds its checkpoints and resumes; after a successful registration the folder is removed, so the next run
+        trains afresh. A run killed after registering its version, during the backtest, left that version to
+        finish instead (`registry.unfinished`)."""
+        return hashlib.sha256(json.dumps([str(data.snapshot), data.horizon_days, self.cfg.training.model_dump()],
+                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def snapshots(self, data: BacktestData) -> list[date]:
+        """The training snapshots `fit` will read: none for a registered version or one an interrupted run left
+        to adopt (nothing is trained)."""
+        if self.registered is not None or registry.unfinished(self.cfg, self._run_key(data)) is not None:
+            return []
+        return data.snapshots(self.cfg.training.snapshots, self.cfg.training.snapshot_step_days)
+
     def _train(self, data: BacktestData) -> None:
         import mlflow
 
         tc = self.cfg.training
-        # The same (S, H, training config) → the same work folder: a rerun after a crash finds its checkpoints and
-        # resumes; after a successful registration the folder is removed, so the next run trains afresh. A run
-        # killed after registering its version, during the backtest, left that version to finish instead.
-        run_key = hashlib.sha256(json.dumps([str(data.snapshot), data.horizon_days, tc.model_dump()],
-                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
+        run_key = self._run_key(data)
         work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
         interrupted = registry.unfinished(self.cfg, run_key)
         if interrupted is not None:
@@ -243,7 +256,10 @@ class DeepModel:
              "training configuration: backtesting it instead of training again")
 
     def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
-        return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers)
+        """At S (the backtest's features at S): its BG/NBD inputs from the baseline's fit there, not a second one."""
+        fitted = data.clv(data.snapshot) if self.spec is not None and uses_btyd(self.spec) else None
+        return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers,
+                           fitted)
 
     def finish(self, metrics: dict, report_dir: str, context: dict[str, str]) -> None:
         """Write the backtest's metrics, report and a model card into the artifact, log them, mark it ready."""

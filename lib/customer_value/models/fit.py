@@ -94,9 +94,9 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
     spec = feature_spec(features_cfg, dict(rows.dtypes))
     if btyd_max_customers is not None:
         spec = with_btyd_spec(spec, horizon_days)
-    base = transformed(rows, spec).join(
-        rows.select("customer_id", "snapshot_date", F.col("future_spend").cast("float").alias("future_spend"),
-                    F.col("churned").cast("float").alias("churned")), ["customer_id", "snapshot_date"])
+    # the labels ride along (`carry`) rather than being joined back: a join of `rows` with itself computed the
+    # labelled rows, BG/NBD's pandas UDFs and all, once per side
+    base = transformed(rows, spec, carry=LABELS).withColumns({c: F.col(c).cast("float") for c in LABELS})
     base = base.withColumn(ROW_KEY, F.xxhash64("customer_id", "snapshot_date", F.lit(f"order-{seed}"))) \
                .withColumn("_validation", validation_flag(seed, validation_share)).cache()
     counts = {r["_validation"]: r["count"] for r in base.groupBy("_validation").count().collect()}
