@@ -255,9 +255,12 @@ class DeepModel:
         _log(f"{self.version} was trained and registered by an interrupted run of this snapshot, horizon and "
              "training configuration: backtesting it instead of training again")
 
-    def predict(self, features: DataFrame, data: BacktestData) -> DataFrame:
-        """At S (the backtest's features at S): its BG/NBD inputs from the baseline's fit there, not a second one."""
-        fitted = data.clv(data.snapshot) if self.spec is not None and uses_btyd(self.spec) else None
+    def predict(self, features: DataFrame, data: BacktestData | None) -> DataFrame:
+        """In a backtest (`data`: the features are those at its S) the BG/NBD inputs come from the baseline's fit
+        at S, not a second one; without one (`None`: one snapshot's features from anywhere) they are fitted on
+        these features, which is the same fit."""
+        fitted = (data.clv(data.snapshot) if data is not None and self.spec is not None and uses_btyd(self.spec)
+                  else None)
         return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers,
                            fitted)
 
