@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from customer_value.config import TransactionsConfig
+from customer_value.ingest.parse import number_sized
 from customer_value.synthetic.process import ITEM_COLUMNS, ORDER_COLUMNS, USER_COLUMNS
 
 WHITESPACE = "whitespace"
@@ -69,9 +70,15 @@ def _ts(day: Column, raw: Column) -> Column:
     return F.coalesce(F.date_format(day, "yyyy-MM-dd 00:00:00"), raw)
 
 
+def parsed_amount() -> Column:
+    """The amount as decimal(18, 2); null where it is not one (then passed on as raw text for ingest to
+    quarantine), a text too long to be a number included without parsing it (`number_sized`)."""
+    return F.when(number_sized(F.col("amount_raw")), F.col("amount_raw").cast("decimal(18,2)"))
+
+
 def to_orders(tx: DataFrame) -> DataFrame:
     """One completed order per order id; the total is the sum of its amounts (raw text where one fails to parse)."""
-    amount = F.col("amount_raw").cast("decimal(18,2)")
+    amount = parsed_amount()
     grouped = tx.groupBy("order_id").agg(
         F.first("customer_id").alias("user_id"),
         F.min("day").alias("day"),
@@ -95,7 +102,7 @@ def to_orders(tx: DataFrame) -> DataFrame:
 
 def to_items(tx: DataFrame) -> DataFrame:
     """One item line per transaction; unit price = amount / quantity."""
-    amount = F.col("amount_raw").cast("decimal(18,2)")
+    amount = parsed_amount()
     qty = F.col("quantity_raw").cast("int")
     unit = F.when(qty > 0, F.round(amount / qty, 2).cast("string")).otherwise(F.col("amount_raw"))
     return tx.select(

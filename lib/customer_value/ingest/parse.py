@@ -26,6 +26,9 @@ DECIMAL = r"^[+-]?[0-9]+(\.[0-9]+)?$"
 
 
 MAX_LINE_CHARS = 1_000_000          # a longer line is quarantined (line_too_long), not parsed
+# A longer number fits none of the numeric types (decimal(18, 2) is at most 20 characters) and is not parsed:
+# Java's BigDecimal takes time quadratic in the digits, about a minute for a million of them.
+MAX_NUMBER_CHARS = 64
 # control characters that have no place in a text export (tab, newline, carriage return aside)
 CONTROL = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F]"
 # a text cell a spreadsheet would run as a formula (=, +, -, @ first): kept as data, flagged formula_like
@@ -113,10 +116,16 @@ def _typed(value: Column, dtype: T.DataType) -> Column:
     """`value` (text) as `dtype`, or null where it does not parse. Integers and decimals must look like numbers:
     Spark's lenient cast would turn '1.5' into 1."""
     if isinstance(dtype, T.IntegerType):
-        return F.when(value.rlike(INTEGER), value.cast(dtype))
+        return F.when(number_sized(value) & value.rlike(INTEGER), value.cast(dtype))
     if isinstance(dtype, T.DecimalType):
-        return F.when(value.rlike(DECIMAL), value.cast(dtype))
+        return F.when(number_sized(value) & value.rlike(DECIMAL), value.cast(dtype))
     return value.cast(dtype)
+
+
+def number_sized(value: Column) -> Column:
+    """True for text short enough to be a number of ours (`MAX_NUMBER_CHARS`): checked before any cast, which
+    the condition's short circuit then skips for a longer one."""
+    return F.length(value) <= MAX_NUMBER_CHARS
 
 
 def type_columns(parsed: DataFrame, source: RawSource) -> DataFrame:
