@@ -248,10 +248,10 @@ def test_labels_count_the_horizon_as_known_at_its_end(spark, data):
 @settings(max_examples=1, **QUICK)
 @given(data=st.data())
 def test_snapshots_written_together_are_each_as_computed_alone(spark, data):
-    """The jobs write several snapshots in one commit (`features.run.computed_alone` of each snapshot's frame):
-    each snapshot's rows must be exactly those of that snapshot alone, and the property above must hold for S
-    inside a stack with a later snapshot (S + 60, which sees everything the changes add)."""
-    from customer_value.features.run import computed_alone, snapshot_features, snapshot_labels
+    """The jobs compute several snapshots in one plan (rows tagged with their snapshot): each snapshot's rows
+    must be exactly those of that snapshot alone, and the property above must hold for S inside a stack with a
+    later snapshot (S + 60, which sees everything the changes add)."""
+    from customer_value.features.run import snapshot_features, snapshot_labels
 
     shop, changed = data.draw(worlds(AT_S))
     later = S + timedelta(days=60)
@@ -260,12 +260,12 @@ def test_snapshots_written_together_are_each_as_computed_alone(spark, data):
         customers, orders, items, events, reviews = versioned(silver(spark, raw))
         frames = {"customers": customers, "orders": orders, "order_items": items, "events": events,
                   "reviews": reviews}
-        both = computed_alone(snapshot_features(frames, [S, later], CFG))
+        both = snapshot_features(frames, [S, later], CFG).cache()
         for s in (S, later):
             _same(both.where(F.col("snapshot_date") == F.lit(s)),
                   customer_features(customers, orders, items, events, reviews, s, CFG))
         at_s[name] = both.where(F.col("snapshot_date") == F.lit(S))
-        labels = computed_alone(snapshot_labels(frames, [S - timedelta(days=H), S], H))
+        labels = snapshot_labels(frames, [S - timedelta(days=H), S], H).cache()
         for s in (S - timedelta(days=H), S):
             _same(labels.where(F.col("snapshot_date") == F.lit(s)), customer_labels(customers, orders, events, s, H))
     _same(at_s["changed"], at_s["shop"])

@@ -123,7 +123,7 @@ def backtest_inputs(spark: SparkSession, tables: Tables, silver: dict[str, DataF
     def labels_for(snapshots: list[date]) -> DataFrame:
         training = [s for s in snapshots if s + timedelta(days=horizon_days) <= snapshot]
         outcome = [s for s in snapshots if s not in training]
-        parts = snapshot_labels(silver, outcome, horizon_days)
+        parts = [snapshot_labels(silver, outcome, horizon_days)] if outcome else []
         if training:
             t0 = time.perf_counter()
             parts.append(write_labels(spark, tables, silver, training, horizon_days))

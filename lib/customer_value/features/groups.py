@@ -1,7 +1,9 @@
 """Feature groups: each a pure function of silver frames and the snapshot, returning one row per customer_id.
 
-Inputs are silver frames as known at the snapshot (versioned tables already read `pit.as_of(S)` by the caller);
-every group reads them through `pit.before`, so nothing at or after the snapshot can reach a feature. Spend is the
+Inputs are silver rows tagged with the snapshot S each is read for (`snapshot_date`; versioned tables read
+`pit.as_of` each S by the caller), and every group returns one row per (snapshot_date, customer_id): one Spark
+job computes all of a run's snapshots. Every group reads its rows through `pit.before`, so nothing at or after
+a row's snapshot can reach a feature. Spend is the
 order `total` (net of discount) of completed orders, as the labels count it. Counts are 0 when a customer has no
 rows; recency-like values stay null.
 """
@@ -15,7 +17,7 @@ from typing import Mapping, Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from customer_value.features.pit import before, days_before, in_window
+from customer_value.features.pit import KEYS, SNAPSHOT, before, days_before, days_since, in_window, snapshot, start_of
 from customer_value.features.text import sentiment
 
 
@@ -47,25 +49,28 @@ def order_facts(orders: DataFrame) -> DataFrame:
     return orders.where(~F.array_contains("dq_flags", "orphan")).withColumnRenamed("item_count", "items").withColumns(money)
 
 
-def population(customers: DataFrame, orders: DataFrame, events: DataFrame, snapshot: date) -> DataFrame:
-    """Customers known before S: signed up before S, or (signup date unknown) active before S."""
-    first_order = before(orders, "order_ts", snapshot).groupBy("customer_id").agg(F.min("order_ts").alias("first_order"))
-    first_event = before(events, "event_ts", snapshot).groupBy("customer_id").agg(F.min("event_ts").alias("first_event"))
-    joined = customers.join(first_order, "customer_id", "left").join(first_event, "customer_id", "left")
-    first_seen = F.coalesce(F.col("signup_date"), F.to_date(F.least("first_order", "first_event")))
-    return joined.where(first_seen < F.lit(snapshot)).select("customer_id", first_seen.alias("first_seen"))
+def population(customers: DataFrame, orders: DataFrame, activity: DataFrame) -> DataFrame:
+    """Customers known before S: signed up before S, or (signup date unknown) active before S.
+
+    `activity`: the behaviour days (`daily_activity`) tagged with their snapshots (`pit.known_before`)."""
+    first_order = before(orders, "order_ts").groupBy(*KEYS).agg(F.min("order_ts").alias("first_order"))
+    first_event = before(activity, "day").groupBy(SNAPSHOT, expand_id("customer_id").alias("customer_id")).agg(
+        F.min("day").alias("first_event"))
+    joined = customers.join(first_order, KEYS, "left").join(first_event, KEYS, "left")
+    first_seen = F.coalesce(F.col("signup_date"), F.least(F.to_date("first_order"), F.col("first_event")))
+    return joined.where(first_seen < snapshot()).select(*KEYS, first_seen.alias("first_seen"))
 
 
-def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
+def rfm(orders: DataFrame) -> DataFrame:
     """Recency, frequency, monetary value of completed orders, the first purchase day's spend (Gamma-Gamma
     models the repeat purchases only), and BG/NBD's x, t_x, T (in days).
 
     Reduced to one row per customer and purchase day first, so distinct days are a plain count."""
-    done = before(orders, "order_ts", snapshot).where(completed())
-    daily = done.groupBy("customer_id", F.to_date("order_ts").alias("day")).agg(
+    done = before(orders, "order_ts").where(completed())
+    daily = done.groupBy(*KEYS, F.to_date("order_ts").alias("day")).agg(
         F.count(F.lit(1)).alias("n"), F.sum(cents("total")).alias("spend"), F.max("total").alias("top"))
-    return daily.groupBy("customer_id").agg(
-        F.datediff(F.lit(snapshot), F.max("day")).alias("recency_days"),
+    return daily.groupBy(*KEYS).agg(
+        days_since(F.max("day")).alias("recency_days"),
         F.sum("n").alias("frequency_orders"),
         F.count(F.lit(1)).alias("frequency_days"),
         (F.sum("spend") / 100.0).alias("monetary_total"),
@@ -74,18 +79,18 @@ def rfm(orders: DataFrame, snapshot: date) -> DataFrame:
         (F.min_by("spend", "day") / 100.0).alias("monetary_first"),
         (F.count(F.lit(1)) - 1).alias("bgnbd_x"),
         F.datediff(F.max("day"), F.min("day")).alias("bgnbd_t_x"),
-        F.datediff(F.lit(snapshot), F.min("day")).alias("bgnbd_T"),
+        days_since(F.min("day")).alias("bgnbd_T"),
     )
 
 
-def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
+def order_windows(orders: DataFrame, windows: Sequence[int]) -> DataFrame:
     """Per trailing window: orders, spend, items, discount share, cancellations, returns; trends vs the
     window before; slope of the daily spend rate over the windows (per log-day of window length)."""
     longest = 2 * max(windows)
-    recent = before(orders, "order_ts", snapshot, longest)
+    recent = before(orders, "order_ts", longest)
     aggs = []
     for w in windows:
-        now, prev = in_window("order_ts", snapshot, w), in_window("order_ts", snapshot, w, offset_days=w)
+        now, prev = in_window("order_ts", w), in_window("order_ts", w, offset_days=w)
         done_now = now & completed()
         aggs += [
             F.count(F.when(now, 1)).alias(f"orders_{w}d"),
@@ -97,7 +102,7 @@ def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> 
             F.count(F.when(now & (F.col("status") == "returned"), 1)).alias(f"returns_{w}d"),
             F.coalesce(money_sum(F.when(prev & completed(), F.col("total"))), F.lit(0.0)).alias(f"_spend_prev_{w}d"),
         ]
-    out = recent.groupBy("customer_id").agg(*aggs)
+    out = recent.groupBy(*KEYS).agg(*aggs)
     for w in windows:
         out = out.withColumn(f"spend_trend_{w}d", F.col(f"spend_{w}d") - F.col(f"_spend_prev_{w}d")).drop(f"_spend_prev_{w}d")
     logs = [math.log(w) for w in windows]
@@ -109,14 +114,14 @@ def order_windows(orders: DataFrame, snapshot: date, windows: Sequence[int]) -> 
     return out.withColumn("spend_rate_slope", slope.cast("double"))
 
 
-def inter_purchase(orders: DataFrame, snapshot: date) -> DataFrame:
+def inter_purchase(orders: DataFrame) -> DataFrame:
     """Gaps between purchase days: mean, std, and time since the last purchase over the usual gap."""
-    days = before(orders, "order_ts", snapshot).where(completed()).select("customer_id", F.to_date("order_ts").alias("day")).distinct()
-    gaps = days.withColumn("gap", F.datediff("day", F.lag("day").over(Window.partitionBy("customer_id").orderBy("day"))))
-    out = gaps.groupBy("customer_id").agg(
+    days = before(orders, "order_ts").where(completed()).select(*KEYS, F.to_date("order_ts").alias("day")).distinct()
+    gaps = days.withColumn("gap", F.datediff("day", F.lag("day").over(Window.partitionBy(*KEYS).orderBy("day"))))
+    out = gaps.groupBy(*KEYS).agg(
         F.avg("gap").alias("ipt_mean_days"),
         F.stddev_samp("gap").alias("ipt_std_days"),
-        F.datediff(F.lit(snapshot), F.max("day")).alias("_recency"),
+        days_since(F.max("day")).alias("_recency"),
     )
     return out.withColumn("since_last_over_usual", F.col("_recency") / F.col("ipt_mean_days")).drop("_recency")
 
@@ -134,26 +139,32 @@ def expand_id(compact: str) -> Column:
 EVENT_TYPES = {"page_views": "page_view", "searches": "search", "favourites": "favourite", "cart_adds": "cart_add"}
 
 
-def behaviour(events: DataFrame, snapshot: date, windows: Sequence[int]) -> DataFrame:
-    """Per window: sessions, page views, searches, favourites, cart adds, active days; days since last activity.
+def daily_activity(events: DataFrame) -> DataFrame:
+    """The events reduced to one row per customer (compact id) and day: sessions that day and a count per event
+    type. Independent of S (a day is before S or not, as S is a midnight), so it is computed once for all of a
+    run's snapshots, then tagged with the snapshots each day precedes (`pit.known_before(..., "day", ...)`).
 
-    A session is counted on each day it is active (split at midnight, as web analytics counts sessions), so
-    the events reduce to one row per customer, day and session, then one per customer and day (type counts,
-    sessions that day), and the windows are plain sums over days. Two small shuffles after the first partial
-    aggregation; COUNT(DISTINCT ...) per window would instead copy every event once per expression, and a
-    separate per-session branch would shuffle the events' sessions a second time.
-    """
-    per_session_day = before(events, "event_ts", snapshot).groupBy(
+    A session is counted on each day it is active (split at midnight, as web analytics counts sessions): one
+    row per customer, day and session first, then per day. Two small shuffles after the first partial
+    aggregation; COUNT(DISTINCT ...) per window would instead copy every event once per expression."""
+    per_session_day = events.groupBy(
         compact_id("customer_id").alias("customer_id"), F.to_date("event_ts").alias("day"), "session_id").agg(
         *[F.count(F.when(F.col("event_type") == t, 1)).alias(name) for name, t in EVENT_TYPES.items()])
-    daily = per_session_day.groupBy("customer_id", "day").agg(
+    return per_session_day.groupBy("customer_id", "day").agg(
         *[F.sum(name).alias(name) for name in EVENT_TYPES], F.count("session_id").alias("sessions"))
-    since = {w: F.col("day") >= F.lit(snapshot - timedelta(days=w)) for w in windows}
-    return daily.groupBy(expand_id("customer_id").alias("customer_id")).agg(
+
+
+def behaviour(activity: DataFrame, windows: Sequence[int]) -> DataFrame:
+    """Per window: sessions, page views, searches, favourites, cart adds, active days; days since last activity.
+
+    `activity`: `daily_activity` tagged with the snapshots (`pit.known_before`); the windows are plain sums over
+    its days."""
+    since = {w: F.col("day") >= F.date_sub(snapshot(), w) for w in windows}
+    return before(activity, "day").groupBy(SNAPSHOT, expand_id("customer_id").alias("customer_id")).agg(
         *[F.coalesce(F.sum(F.when(since[w], F.col(name))), F.lit(0)).alias(f"{name}_{w}d")
           for w in windows for name in ("sessions", *EVENT_TYPES)],
         *[F.count(F.when(since[w], 1)).alias(f"days_active_{w}d") for w in windows],
-        F.datediff(F.lit(snapshot), F.max("day")).alias("last_active_days"),
+        days_since(F.max("day")).alias("last_active_days"),
     )
 
 
@@ -165,32 +176,32 @@ def conversion(features: DataFrame, windows: Sequence[int]) -> DataFrame:
     return features
 
 
-def review_features(reviews: DataFrame, snapshot: date) -> DataFrame:
+def review_features(reviews: DataFrame) -> DataFrame:
     """Review count, mean rating and mean sentiment of the review texts."""
-    return before(reviews, "review_ts", snapshot).groupBy("customer_id").agg(
+    return before(reviews, "review_ts").groupBy(*KEYS).agg(
         F.count(F.lit(1)).alias("review_count"),
         F.avg("rating").alias("rating_mean"),
         F.avg(sentiment(F.col("body"))).alias("review_sentiment"),
     )
 
 
-def category_mix(orders: DataFrame, items: DataFrame, snapshot: date) -> DataFrame:
+def category_mix(orders: DataFrame, items: DataFrame) -> DataFrame:
     """Number of categories bought, the top category's share of items, and the entropy of the mix."""
-    done = before(orders, "order_ts", snapshot).where(completed()).select("order_id", "customer_id")
-    per_cat = done.join(items, "order_id").groupBy("customer_id", "category").agg(F.sum("quantity").alias("q"))
-    total = Window.partitionBy("customer_id")
+    done = before(orders, "order_ts").where(completed()).select(SNAPSHOT, "order_id", "customer_id")
+    per_cat = done.join(items, "order_id").groupBy(*KEYS, "category").agg(F.sum("quantity").alias("q"))
+    total = Window.partitionBy(*KEYS)
     shares = per_cat.withColumn("p", F.col("q") / F.sum("q").over(total))
-    return shares.groupBy("customer_id").agg(
+    return shares.groupBy(*KEYS).agg(
         F.count(F.lit(1)).alias("category_count"),
         F.max("p").cast("double").alias("top_category_share"),
         (-F.sum(F.col("p") * F.log(F.col("p")))).cast("double").alias("category_entropy"),
     )
 
 
-def age_band(birth_month: Column, snapshot: date, bands: Sequence[int]) -> Column:
+def age_band(birth_month: Column, at: Column, bands: Sequence[int]) -> Column:
     """'18-24', ..., '65+': the age at the snapshot from the birth month (silver keeps no birth date; within the
     birth month itself the age may be a year early); 'unknown' without one or outside the bands."""
-    age = F.floor(F.months_between(F.lit(snapshot), birth_month) / 12)
+    age = F.floor(F.months_between(at, birth_month) / 12)
     expr = F.lit("unknown")
     edges = list(bands)
     for low, high in reversed(list(zip(edges, edges[1:] + [None]))):
@@ -200,7 +211,7 @@ def age_band(birth_month: Column, snapshot: date, bands: Sequence[int]) -> Colum
     return F.when(birth_month.isNull(), F.lit("unknown")).otherwise(expr)
 
 
-def static(customers: DataFrame, snapshot: date, city_tiers: Mapping[str, int], age_bands: Sequence[int]) -> DataFrame:
+def static(customers: DataFrame, city_tiers: Mapping[str, int], age_bands: Sequence[int]) -> DataFrame:
     """Age band at S, gender, city tier, acquisition channel and signup cohort (year-quarter), from the profile
     as known at S."""
     tier = F.lit("3")
@@ -209,42 +220,42 @@ def static(customers: DataFrame, snapshot: date, city_tiers: Mapping[str, int], 
     tier = F.when(F.col("city").isNull() | (F.col("city") == "unknown"), F.lit("unknown")).otherwise(tier)
     cohort = F.when(F.col("signup_date").isNotNull(),
                     F.concat(F.year("signup_date").cast("string"), F.lit("Q"), F.quarter("signup_date").cast("string")))
-    return customers.select("customer_id", age_band(F.col("birth_month"), snapshot, age_bands).alias("age_band"),
+    return customers.select(*KEYS, age_band(F.col("birth_month"), snapshot(), age_bands).alias("age_band"),
                             "gender", tier.alias("city_tier"), "acquisition_channel",
                             F.coalesce(cohort, F.lit("unknown")).alias("signup_cohort"))
 
 
-def order_sequence(orders: DataFrame, snapshot: date, length: int) -> DataFrame:
+def order_sequence(orders: DataFrame, length: int) -> DataFrame:
     """The last `length` completed orders, newest first, as aligned arrays: days before S, amount, items."""
-    done = before(orders, "order_ts", snapshot).where(completed())
+    done = before(orders, "order_ts").where(completed())
     rows = F.struct(F.col("order_ts").alias("ts"), F.col("order_id").alias("id"),
                     F.col("total").cast("double").alias("amount"), F.col("items").cast("int").alias("items"))
-    seq = done.groupBy("customer_id").agg(F.slice(F.sort_array(F.collect_list(rows), asc=False), 1, length).alias("_seq"))
+    seq = done.groupBy(*KEYS).agg(F.slice(F.sort_array(F.collect_list(rows), asc=False), 1, length).alias("_seq"))
     return seq.select(
-        "customer_id",
-        F.transform("_seq", lambda o: days_before(o["ts"], snapshot)).alias("seq_days_before"),
+        *KEYS,
+        F.transform("_seq", lambda o: days_before(o["ts"])).alias("seq_days_before"),
         F.transform("_seq", lambda o: o["amount"]).alias("seq_amount"),
         F.transform("_seq", lambda o: o["items"]).alias("seq_items"),
     )
 
 
-def shop_season(orders: DataFrame, snapshot: date, horizon_days: int) -> Column:
-    """The shop's seasonal index for the horizon ahead: completed spend of all customers in last year's same
-    window [S - 365, S - 365 + H), over the mean H-day spend of the year before S ([S - 365, S) × H / 365).
-    Above 1: the coming weeks sold more than a typical stretch last year (a peak season ahead). Null without a
-    full year of orders before S. Every input is before S: the index is as known at S, like every feature.
+def shop_season(orders: DataFrame, horizon_days: int) -> DataFrame:
+    """The shop's seasonal index for the horizon ahead, one row per snapshot: completed spend of all customers in
+    last year's same window [S - 365, S - 365 + H), over the mean H-day spend of the year before S
+    ([S - 365, S) × H / 365). Above 1: the coming weeks sold more than a typical stretch last year (a peak
+    season ahead). Null without a full year of orders before S. Every input is before S: the index is as known
+    at S, like every feature.
 
     Why a shop-level index rather than the calendar: a model learns "what the next H days usually hold" from a
     handful of training snapshots only through a quantity that generalises across years and shops; a raw day
     of year would have to be mapped to a level from those few points and would extrapolate at S."""
-    year_ago = snapshot - timedelta(days=365)
-    window = F.col("order_ts") >= F.lit(year_ago)
-    same = window & (F.col("order_ts") < F.lit(year_ago + timedelta(days=horizon_days)))
-    row = (before(orders, "order_ts", snapshot).where(completed())
+    year_ago = F.date_sub(snapshot(), 365)
+    window = F.col("order_ts") >= start_of(year_ago)
+    same = window & (F.col("order_ts") < start_of(F.date_add(year_ago, horizon_days)))
+    per = (before(orders, "order_ts").where(completed()).groupBy(SNAPSHOT)
            .agg(F.min(F.to_date("order_ts")).alias("first"),
                 F.sum(F.when(same, cents(F.col("total")))).alias("same"),
-                F.sum(F.when(window, cents(F.col("total")))).alias("year"))
-           .collect()[0])
-    if row["first"] is None or row["first"] > year_ago or not row["year"]:
-        return F.lit(None).cast("double")
-    return F.lit(float(row["same"] or 0) / (float(row["year"]) * horizon_days / 365.0))
+                F.sum(F.when(window, cents(F.col("total")))).alias("year")))
+    index = F.coalesce(F.col("same"), F.lit(0)).cast("double") / (F.col("year").cast("double") * horizon_days / 365.0)
+    unknown = F.col("first").isNull() | (F.col("first") > F.date_sub(snapshot(), 365)) | F.coalesce(F.col("year") == 0, F.lit(True))
+    return per.select(SNAPSHOT, F.when(unknown, F.lit(None).cast("double")).otherwise(index).alias("shop_season_index"))

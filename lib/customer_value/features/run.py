@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import time
 from datetime import date, timedelta
-from functools import reduce
 from typing import Iterable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from customer_value.config import Config, FeaturesConfig
-from customer_value.features.build import customer_features
+from customer_value.features.build import customer_features_at
 from customer_value.features.catalogue import catalogue
-from customer_value.labels.build import customer_labels, training_set
+from customer_value.labels.build import customer_labels_at, training_set
 from customer_value.tables import Tables
 
 
@@ -65,29 +64,15 @@ def snapshot_in(snapshots: Iterable[date]) -> str:
     return "snapshot_date IN ({})".format(", ".join(f"'{s}'" for s in sorted(set(snapshots))))
 
 
-def snapshot_features(silver: dict[str, DataFrame], snapshots: Sequence[date], cfg: FeaturesConfig) -> list[DataFrame]:
-    """gold.customer_features rows of each snapshot: its own `customer_features`, one frame per snapshot."""
-    return [customer_features(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
-                              silver["reviews"], s, cfg) for s in snapshots]
+def snapshot_features(silver: dict[str, DataFrame], snapshots: Sequence[date], cfg: FeaturesConfig) -> DataFrame:
+    """gold.customer_features rows of these snapshots, computed together (`customer_features_at`)."""
+    return customer_features_at(silver["customers"], silver["orders"], silver["order_items"], silver["events"],
+                                silver["reviews"], snapshots, cfg)
 
 
-def snapshot_labels(silver: dict[str, DataFrame], snapshots: Sequence[date], horizon_days: int) -> list[DataFrame]:
-    """gold.customer_labels rows of each snapshot (`customer_labels`), one frame per snapshot."""
-    return [customer_labels(silver["customers"], silver["orders"], silver["events"], s, horizon_days)
-            for s in snapshots]
-
-
-def computed_alone(frames: Sequence[DataFrame]) -> DataFrame:
-    """The frames, each computed now by its own Spark job and kept (a local checkpoint), stacked: what one
-    commit then writes for several snapshots.
-
-    Why not one job for their union (fewer jobs still): Spark's adaptive execution shares a job's minimum
-    parallelism among a union's branches, so a snapshot computed inside a union comes out in fewer partitions,
-    i.e. other files in another order, than computed alone; the k-means segments and the quantile sketches of
-    scoring and drift read a snapshot's rows in file order, and the demo's segment summary and tier counts moved.
-    (A union of 13 snapshots' plans also holds ~130 broadcast tables at once, more than a 4 GB driver holds.)
-    Computed alone, each snapshot keeps exactly the partitions and row order it had when it was written alone."""
-    return reduce(DataFrame.unionByName, [frame.localCheckpoint(eager=True) for frame in frames])
+def snapshot_labels(silver: dict[str, DataFrame], snapshots: Sequence[date], horizon_days: int) -> DataFrame:
+    """gold.customer_labels rows of these snapshots, computed together (`customer_labels_at`)."""
+    return customer_labels_at(silver["customers"], silver["orders"], silver["events"], snapshots, horizon_days)
 
 
 def rows_per_snapshot(written: DataFrame) -> dict[date, int]:
@@ -99,19 +84,20 @@ def write_features(spark: SparkSession, tables: Tables, silver: dict[str, DataFr
                    cfg: FeaturesConfig) -> DataFrame:
     """Compute and write gold.customer_features for these snapshots in one `replaceWhere` commit (rerun-safe:
     the commit replaces exactly these snapshots, all or none); return the written rows, read back."""
-    rows = computed_alone(snapshot_features(silver, snapshots, cfg))
+    rows = snapshot_features(silver, snapshots, cfg)
     # mergeSchema: a feature added to the catalogue appears as a new column (null in older snapshots)
     tables.write(rows, "gold.customer_features", replace_where=snapshot_in(snapshots), options={"mergeSchema": "true"})
     return tables.read(spark, "gold.customer_features").where(snapshot_in(snapshots))
 
 
 def write_labels(spark: SparkSession, tables: Tables, silver: dict[str, DataFrame], snapshots: Sequence[date],
-                 horizon_days: int) -> DataFrame:
+                 horizon_days: int, every_horizon: bool = False) -> DataFrame:
     """Compute and write gold.customer_labels of these snapshots and this horizon in one `replaceWhere` commit;
-    return the written rows, read back."""
+    return the written rows, read back. `every_horizon`: the commit replaces the snapshots' labels of every
+    horizon (the features job's, so that the training set, joined by snapshot alone, sees one horizon)."""
     where = f"{snapshot_in(snapshots)} AND horizon_days = {horizon_days}"
-    tables.write(computed_alone(snapshot_labels(silver, snapshots, horizon_days)), "gold.customer_labels",
-                 replace_where=where)
+    tables.write(snapshot_labels(silver, snapshots, horizon_days), "gold.customer_labels",
+                 replace_where=snapshot_in(snapshots) if every_horizon else where)
     return tables.read(spark, "gold.customer_labels").where(where)
 
 
@@ -143,9 +129,7 @@ def run_features(spark: SparkSession, cfg: Config, snapshot: date | None = None,
         _log(f"gold.customer_features: {len(compute)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s)")
     if labelled:
         t0 = time.perf_counter()
-        # all horizons of these snapshots replaced: the training set joins the labels by snapshot alone
-        tables.write(computed_alone(snapshot_labels(silver, labelled, fc.horizon_days)), "gold.customer_labels",
-                     replace_where=snapshot_in(labelled))
+        write_labels(spark, tables, silver, labelled, fc.horizon_days, every_horizon=True)
         _log(f"gold.customer_labels: {len(labelled)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s)")
     n_features = len(catalogue(fc))
     for s in dates:

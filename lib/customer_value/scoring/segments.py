@@ -23,7 +23,8 @@ from customer_value.config import SegmentSettings, TierThresholds
 
 VECTOR, SCALED = "_segment_vector", "_segment_scaled"
 SEGMENT_COMMENT = {"comment": "K-means segment of the model version; names in gold.segments"}
-DORMANT_CHURN = 0.9     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
+DORMANT_CHURN = 0.9
+FIT_PARTITIONS = 8      # the k-means fit's input partitions: fixed, so the fit does not depend on the cluster     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,11 @@ def fit_segmentation(scored: DataFrame, settings: SegmentSettings, tiers: TierTh
         KMeans(featuresCol=SCALED, predictionCol="segment", k=settings.k, seed=settings.seed,
                maxIter=settings.max_iter),
     ])
-    rows = scored.select(*cols).na.fill(0.0)
+    # k-means|| samples its initial centres partition by partition, so the fit follows the rows' partitioning
+    # and order: fixed here (hashed by customer into a set number of partitions, sorted), the segments are a
+    # function of the scores alone, not of how the features table happened to be written
+    rows = (scored.repartition(FIT_PARTITIONS, "customer_id").sortWithinPartitions("customer_id")
+            .select(*cols).na.fill(0.0))
     model = pipeline.fit(rows)
     assigned = model.transform(rows)
     profile = (assigned.groupBy("segment").agg(F.count(F.lit(1)).alias("customers"),
