@@ -82,3 +82,15 @@ def test_psi_of_identical_data_is_zero_and_of_a_shifted_one_crosses_the_threshol
     with_nulls = drift.bin_shares(ref.select(F.when(F.col("x") > 1, None).otherwise(F.col("x")).alias("x")),
                                   {"x": edges["x"]})
     assert with_nulls["x"][drift.NULL_BIN] > 0.1 and drift.psi(shares["x"], with_nulls["x"]) > 0.25
+
+
+def test_the_value_score_grid_does_not_depend_on_the_layout_of_the_scores(spark):
+    """approxQuantile sketches each partition in row order: the same scores in another partitioning and order
+    must still give the same grid, so the tiers follow the scores and not the table's files."""
+    rng = np.random.default_rng(3)
+    spend = np.concatenate([np.zeros(2000), rng.lognormal(3, 1.5, 38000)])
+    df = spark.createDataFrame([(f"c{i:06d}", float(v)) for i, v in enumerate(spend)],
+                               "customer_id string, expected_spend double").cache()
+    layouts = [df.coalesce(1), df.repartition(7).orderBy(F.rand(1)), df.repartition(3, "expected_spend")]
+    grids = [quantile_grid(layout, relative_error=1e-3) for layout in layouts]
+    assert grids[1] == grids[0] and grids[2] == grids[0]

@@ -136,10 +136,24 @@ def with_value_score(scored: DataFrame, grid: Sequence[float]) -> DataFrame:
     return scored.withColumn("value_score", value_score(F.col("expected_spend")))
 
 
+SKETCH_PARTITIONS = 8     # the quantile sketch's input partitions: fixed, so the grid does not follow the layout
+
+
+def in_fixed_order(rows: DataFrame, *columns: str) -> DataFrame:
+    """`columns` of the rows hashed by customer into a fixed number of partitions, each sorted by customer.
+
+    Why: Spark's approxQuantile sketches each partition in row order and merges the sketches, so within its
+    error the quantiles follow the partitioning and order of the rows: the same scores read from another file
+    layout gave a tier count one customer apart. In this order they are a function of the rows alone."""
+    return (rows.select("customer_id", *columns).repartition(SKETCH_PARTITIONS, "customer_id")
+            .sortWithinPartitions("customer_id"))
+
+
 def quantile_grid(scored: DataFrame, points: int = 1000, relative_error: float = 1e-4) -> list[float]:
-    """expected_spend's quantiles at 0, 1/points, ..., 1 (Spark's approxQuantile, one pass)."""
+    """expected_spend's quantiles at 0, 1/points, ..., 1 (Spark's approxQuantile, one pass over the scores in a
+    fixed order: `in_fixed_order`)."""
     probs = [i / points for i in range(points + 1)]
-    return scored.approxQuantile("expected_spend", probs, relative_error)
+    return in_fixed_order(scored, "expected_spend").approxQuantile("expected_spend", probs, relative_error)
 
 
 def tier(value_score: Column, thresholds: TierThresholds) -> Column:
