@@ -138,10 +138,17 @@ def _fit(triples: pd.DataFrame, spend: pd.DataFrame) -> ClvModel:
 
 def fit_clv(features: DataFrame, max_customers: int = 200_000, seed: int = 7) -> ClvModel:
     """Fit both models on one snapshot's features (data before the snapshot only, no labels needed)."""
-    triples = _sorted_triples(features)
-    if triples.empty:
+    fitted = fit_clv_if_buyers(features, max_customers, seed)
+    if fitted is None:
         raise ValueError("no customer with a completed purchase before the snapshot: BG/NBD cannot be fitted")
-    return _fit(triples, spend_sample(features, max_customers, seed))
+    return fitted
+
+
+def fit_clv_if_buyers(features: DataFrame, max_customers: int = 200_000, seed: int = 7) -> ClvModel | None:
+    """`fit_clv`, or None where no customer has a completed purchase: the triples job answers both questions,
+    where asking first whether there is a buyer cost a Spark job of its own."""
+    triples = _sorted_triples(features)
+    return None if triples.empty else _fit(triples, spend_sample(features, max_customers, seed))
 
 
 def fit_clv_per_snapshot(features: DataFrame, snapshots: Sequence[date], max_customers: int = 200_000,

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 import numpy as np
 import pandas as pd
 
-from customer_value.baselines.clv import ClvModel, buyers, fit_clv, fit_clv_per_snapshot, predict_frame
+from customer_value.baselines.clv import ClvModel, fit_clv_if_buyers, fit_clv_per_snapshot, predict_frame
 from customer_value.models.spec import NUMERIC, FeatureColumn, FeatureSpec
 
 # Input name ← the column of the BG/NBD prediction frame it comes from.
@@ -53,9 +53,7 @@ def with_btyd_inputs(features: DataFrame, horizon_days: int, max_customers: int,
     """One snapshot's features with the four BTYD inputs, from models fitted on these features alone (`fitted`:
     that fit, where the caller has it already, e.g. the backtest's BG/NBD baseline at S; else fitted here)."""
     if fitted is None:
-        if buyers(features).limit(1).count() == 0:
-            return with_fitted_btyd_inputs(features, horizon_days, None)
-        fitted = fit_clv(features, max_customers)
+        fitted = fit_clv_if_buyers(features, max_customers)         # None without a buyer: all inputs null
     return with_fitted_btyd_inputs(features, horizon_days, fitted)
 
 
@@ -172,7 +170,7 @@ def in_batch(features: DataFrame, spec: FeatureSpec, max_customers: int) -> tupl
     None) where the spec has no BTYD inputs. Nothing fitted (no buyer at S) leaves every customer's inputs null."""
     if not uses_btyd(spec):
         return features, None
-    fitted = fit_clv(features, max_customers) if buyers(features).limit(1).count() else None
+    fitted = fit_clv_if_buyers(features, max_customers)
     return InBatchBtyd.placeholders(features), InBatchBtyd(fitted, int(spec.stats[HORIZON_KEY]))
 
 
