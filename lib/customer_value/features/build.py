@@ -11,7 +11,6 @@ from pyspark.sql import functions as F
 from customer_value.config import FeaturesConfig
 from customer_value.features import groups as g
 from customer_value.features.catalogue import catalogue
-from customer_value.features.groups import order_facts
 from customer_value.features.pit import KEYS, SNAPSHOT, as_of, days_since, known_before, snapshots_frame
 
 ZERO_WHEN_ABSENT = ("frequency_", "monetary_total", "bgnbd_", "orders_", "spend_", "items_", "cancellations_",
@@ -28,7 +27,7 @@ def customer_features_at(customers: DataFrame, orders: DataFrame, items: DataFra
     known just before each S, so a later status change, correction, profile edit or late row cannot reach S."""
     snaps = snapshots_frame(customers, snapshots)
     customers, orders, reviews = (as_of(h, snaps) for h in (customers, orders, reviews))
-    facts = order_facts(orders)
+    facts = g.order_facts(orders)
     activity = known_before(g.daily_activity(events), "day", snaps)
     pop = g.population(customers, facts, activity)
     parts = [

@@ -11,7 +11,6 @@ rows; recency-like values stay null.
 from __future__ import annotations
 
 import math
-from datetime import date, timedelta
 from typing import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
@@ -257,5 +256,5 @@ def shop_season(orders: DataFrame, horizon_days: int) -> DataFrame:
                 F.sum(F.when(same, cents(F.col("total")))).alias("same"),
                 F.sum(F.when(window, cents(F.col("total")))).alias("year")))
     index = F.coalesce(F.col("same"), F.lit(0)).cast("double") / (F.col("year").cast("double") * horizon_days / 365.0)
-    unknown = F.col("first").isNull() | (F.col("first") > F.date_sub(snapshot(), 365)) | F.coalesce(F.col("year") == 0, F.lit(True))
+    unknown = F.col("first").isNull() | (F.col("first") > year_ago) | F.coalesce(F.col("year") == 0, F.lit(True))
     return per.select(SNAPSHOT, F.when(unknown, F.lit(None).cast("double")).otherwise(index).alias("shop_season_index"))

@@ -48,7 +48,7 @@ def as_of(history: DataFrame, snapshots: date | Iterable[date] | DataFrame, days
     change, a correction, a late arrival) is not there yet. `days_after`: the labels read the orders as known
     at the horizon's end, S + H."""
     snaps = snapshots_frame(history, snapshots)
-    s = start_of(F.date_add(snapshot(), days_after)) if days_after else start_of(snapshot())
+    s = start_of(F.date_add(snapshot(), days_after))
     return history.join(F.broadcast(snaps), (F.col("valid_from") < s) & (F.col("valid_to").isNull() | (F.col("valid_to") >= s)))
 
 

@@ -136,16 +136,17 @@ def with_value_score(scored: DataFrame, grid: Sequence[float]) -> DataFrame:
     return scored.withColumn("value_score", value_score(F.col("expected_spend")))
 
 
-SKETCH_PARTITIONS = 8     # the quantile sketch's input partitions: fixed, so the grid does not follow the layout
+FIXED_PARTITIONS = 8      # `in_fixed_order`'s partitions: a set number, so nothing follows the cluster's size
 
 
 def in_fixed_order(rows: DataFrame, *columns: str) -> DataFrame:
     """`columns` of the rows hashed by customer into a fixed number of partitions, each sorted by customer.
 
-    Why: Spark's approxQuantile sketches each partition in row order and merges the sketches, so within its
-    error the quantiles follow the partitioning and order of the rows: the same scores read from another file
-    layout gave a tier count one customer apart. In this order they are a function of the rows alone."""
-    return (rows.select("customer_id", *columns).repartition(SKETCH_PARTITIONS, "customer_id")
+    Why: Spark's approxQuantile sketches each partition in row order and merges the sketches, and k-means||
+    samples its first centres partition by partition, so both follow the partitioning and order of the rows:
+    the same scores read from another file layout gave a tier count one customer apart and other segments. In
+    this order they are a function of the rows alone."""
+    return (rows.select("customer_id", *columns).repartition(FIXED_PARTITIONS, "customer_id")
             .sortWithinPartitions("customer_id"))
 
 

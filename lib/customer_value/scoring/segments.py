@@ -20,11 +20,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from customer_value.config import SegmentSettings, TierThresholds
+from customer_value.scoring.score import in_fixed_order
 
 VECTOR, SCALED = "_segment_vector", "_segment_scaled"
 SEGMENT_COMMENT = {"comment": "K-means segment of the model version; names in gold.segments"}
-DORMANT_CHURN = 0.9
-FIT_PARTITIONS = 8      # the k-means fit's input partitions: fixed, so the fit does not depend on the cluster     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
+DORMANT_CHURN = 0.9     # a low-value segment this sure to buy nothing in the horizon is dormant, not lapsing
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,9 @@ def fit_segmentation(scored: DataFrame, settings: SegmentSettings, tiers: TierTh
                maxIter=settings.max_iter),
     ])
     # k-means|| samples its initial centres partition by partition, so the fit follows the rows' partitioning
-    # and order: fixed here (hashed by customer into a set number of partitions, sorted), the segments are a
-    # function of the scores alone, not of how the features table happened to be written
-    rows = (scored.repartition(FIT_PARTITIONS, "customer_id").sortWithinPartitions("customer_id")
-            .select(*cols).na.fill(0.0))
+    # and order: in a fixed order the segments are a function of the scores alone, not of how the features
+    # table happened to be written
+    rows = in_fixed_order(scored, *cols).select(*cols).na.fill(0.0)
     model = pipeline.fit(rows)
     assigned = model.transform(rows)
     profile = (assigned.groupBy("segment").agg(F.count(F.lit(1)).alias("customers"),
