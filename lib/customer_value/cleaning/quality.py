@@ -47,12 +47,21 @@ class TableCounts:
 
 def count_stages(table: str, quarantined: int, stages) -> TableCounts:
     """Rows at each stage. Superseded versions are the accepted rows that are not the current state: earlier
-    versions (kept in the history table) and re-sent copies of a version."""
+    versions (kept in the history table) and re-sent copies of a version.
+
+    Three small jobs: bronze's rows; the ruled rows by reject reason (one ruled row per deduplicated row, so
+    their sum is the deduplicated count, without a second pass through the deduplication); silver's rows by
+    their set of flags (their sum is silver's count, each flag's count the sum over the sets that hold it)."""
     rows_in = stages.bronze.count()
-    dedup = stages.deduplicated.count()
-    rejected = {r[REJECT]: r["count"] for r in stages.ruled.where(F.col(REJECT).isNotNull()).groupBy(REJECT).count().collect()}
-    flagged = {r["flag"]: r["count"] for r in stages.silver.select(F.explode(FLAGS).alias("flag")).groupBy("flag").count().collect()}
-    out = stages.silver.count()
+    by_reason = {r[REJECT]: r["count"] for r in stages.ruled.groupBy(REJECT).count().collect()}
+    dedup = sum(by_reason.values())
+    rejected = {reason: n for reason, n in by_reason.items() if reason is not None}
+    flagged: dict[str, int] = {}
+    out = 0
+    for r in stages.silver.groupBy(FLAGS).count().collect():
+        out += r["count"]
+        for flag in r[FLAGS] or ():
+            flagged[flag] = flagged.get(flag, 0) + r["count"]
     return TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - sum(rejected.values()) - out, rejected,
                        flagged, out)
 

@@ -57,11 +57,6 @@ def read_lines(spark: SparkSession, paths: Sequence[str], encoding: str) -> Data
     return lines.select(F.input_file_name().alias("_source_file"), line.alias(LINE), F.lit(encoding.lower()).alias("_encoding"))
 
 
-def undecodable_files(lines: DataFrame) -> DataFrame:
-    """Files with bytes that are not valid UTF-8 (decoded as the replacement character)."""
-    return lines.where(F.col(LINE).contains(REPLACEMENT_CHAR)).select("_source_file").distinct()
-
-
 def parse_csv(lines: DataFrame, source: RawSource, header: Sequence[str]) -> DataFrame:
     """Lines of files that share `header` -> the source's columns as text, `_raw`, layout `_issues`,
     and `_reason` = malformed_line where the line does not split into as many fields as the header."""

@@ -21,8 +21,8 @@ from pyspark.sql import types as T
 
 from customer_value.config import Config
 from customer_value.ingest.files import LandingFile, batch_id, list_landing, read_header
-from customer_value.ingest.parse import (ISSUES, RAW, REASON, parse_csv, parse_jsonl, read_lines, type_columns,
-                                         undecodable_files, union_all)
+from customer_value.ingest.parse import (ISSUES, RAW, REASON, REPLACEMENT_CHAR, parse_csv, parse_jsonl, read_lines,
+                                         type_columns, union_all)
 from customer_value.ingest.screen import screen
 from customer_value.landing import SOURCES, Location, landing_uri
 from customer_value.schemas import RAW_SOURCES
@@ -91,14 +91,12 @@ def drop_uncommitted_batches(spark: SparkSession, tables: Tables, committed: lis
                 tables.commit(name, lambda: tables.delta_table(spark, name).delete(condition))
 
 
-def _lines(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Lines decoded as UTF-8; files that are not valid UTF-8 are read again as Latin-1."""
-    utf8 = read_lines(spark, paths, "UTF-8")
-    bad = [r._source_file for r in undecodable_files(utf8).collect()]
-    if not bad:
-        return utf8
-    _log(f"{len(bad)} file(s) not valid UTF-8, read as Latin-1: {', '.join(b.rsplit('/', 1)[-1] for b in bad)}")
-    return utf8.where(~F.col("_source_file").isin(bad)).unionByName(read_lines(spark, bad, "ISO-8859-1"))
+def _lines(spark: SparkSession, paths: list[str], latin1: set[str]) -> DataFrame:
+    """Lines decoded as UTF-8, those of the files in `latin1` (Spark paths: not valid UTF-8) as Latin-1."""
+    as_latin1 = [p for p in paths if spark_path(p) in latin1]
+    as_utf8 = [p for p in paths if spark_path(p) not in latin1]
+    return union_all([read_lines(spark, group, encoding)
+                      for group, encoding in ((as_utf8, "UTF-8"), (as_latin1, "ISO-8859-1")) if group])
 
 
 def changed_while_read(files: list[LandingFile]) -> list[str]:
@@ -113,12 +111,15 @@ def changed_while_read(files: list[LandingFile]) -> list[str]:
     return out
 
 
-def parse_source(spark: SparkSession, source: str, files: list[LandingFile]) -> tuple[DataFrame | None, list[tuple[str, str]]]:
-    """Typed rows with `_reason` for the files of one source, and the files rejected whole (file, reason)."""
+def parse_source(spark: SparkSession, source: str, files: list[LandingFile],
+                 latin1: set[str]) -> tuple[DataFrame | None, list[tuple[str, str]]]:
+    """Typed rows with `_reason` for the files of one source, and the files rejected whole (file, reason).
+    `latin1`: files (Spark paths) already known not to be valid UTF-8, read as Latin-1; so is a CSV file whose
+    header line is not (its header is read here)."""
     src = RAW_SOURCES[source]
     rejected: list[tuple[str, str]] = []
     if src.fmt == "jsonl":
-        return type_columns(parse_jsonl(_lines(spark, [f.path for f in files]), src), src), rejected
+        return type_columns(parse_jsonl(_lines(spark, [f.path for f in files], latin1), src), src), rejected
     groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for f in files:
         header, problem = read_header(f.path)
@@ -128,12 +129,46 @@ def parse_source(spark: SparkSession, source: str, files: list[LandingFile]) -> 
                 problem = "unrecognised_header"
             elif missing:
                 problem = f"missing_required_column:{missing[0]}"
+            if any(REPLACEMENT_CHAR in c for c in header):
+                latin1.add(spark_path(f.path))
         if problem:
             rejected.append((spark_path(f.path), problem))
         else:
             groups[tuple(header)].append(f.path)
-    frames = [parse_csv(_lines(spark, paths), src, header) for header, paths in groups.items()]
+    frames = [parse_csv(_lines(spark, paths, latin1), src, header) for header, paths in groups.items()]
     return (type_columns(union_all(frames), src) if frames else None), rejected
+
+
+def parse_and_count(spark: SparkSession, source: str, files: list[LandingFile],
+                    stamp: list) -> tuple[DataFrame | None, list, list[tuple[str, str]]]:
+    """The source's typed rows (persisted, stamped with the batch), their counts per file, and the files
+    rejected whole.
+
+    Why the encoding is judged from the counts: a file is read as UTF-8 and, where its lines hold the
+    replacement character (bytes that are not UTF-8), read again as Latin-1. Asking that of the counting pass
+    that has to read every line anyway, instead of a pass of its own first, saves a read of every landing file
+    in the usual batch where every file is UTF-8."""
+    latin1: set[str] = set()
+    for attempt in range(2):
+        rows, rejected = parse_source(spark, source, files, latin1) if files else (None, [])
+        if rows is None:
+            return None, [], rejected
+        rows = rows.select("*", *stamp).persist(StorageLevel.MEMORY_AND_DISK)
+        stats = rows.groupBy("_source_file").agg(
+            F.first("_encoding").alias("encoding"),
+            F.first(F.filter(ISSUES, lambda i: i.startswith("extra_column") | i.startswith("missing_column"))).alias("layout"),
+            F.count(F.lit(1)).alias("read"),
+            F.count(F.when(F.col(REASON).isNull(), 1)).alias("bronze"),
+            F.count(F.when(F.col(REASON).isNotNull(), 1)).alias("quarantined"),
+            F.max(F.col(RAW).contains(REPLACEMENT_CHAR)).alias("undecodable"),
+        ).collect()
+        bad = sorted(s._source_file for s in stats if s.undecodable and s._source_file not in latin1)
+        if not bad or attempt:
+            return rows, stats, rejected
+        _log(f"{len(bad)} file(s) not valid UTF-8, read as Latin-1: {', '.join(b.rsplit('/', 1)[-1] for b in bad)}")
+        rows.unpersist()
+        latin1 |= set(bad)
+    raise AssertionError("unreachable")
 
 
 def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES) -> IngestResult:
@@ -171,21 +206,14 @@ def ingest(spark: SparkSession, cfg: Config, sources: tuple[str, ...] = SOURCES)
                 rejected.append((spark_path(f.path), problem))
             else:
                 files.append(f)
-        rows, unreadable = parse_source(spark, source, files) if files else (None, [])
+        rows, stats, unreadable = parse_and_count(spark, source, files, stamp)
         rejected += unreadable
         if rows is None:
             rows = spark.createDataFrame([], T.StructType(
                 [T.StructField("_source_file", T.StringType()), T.StructField("_encoding", T.StringType()),
                  T.StructField(RAW, T.StringType()), *src.typed_schema().fields,
                  T.StructField(ISSUES, T.ArrayType(T.StringType())), T.StructField(REASON, T.StringType())]))
-        rows = rows.select("*", *stamp).persist(StorageLevel.MEMORY_AND_DISK)
-        stats = rows.groupBy("_source_file").agg(
-            F.first("_encoding").alias("encoding"),
-            F.first(F.filter(ISSUES, lambda i: i.startswith("extra_column") | i.startswith("missing_column"))).alias("layout"),
-            F.count(F.lit(1)).alias("read"),
-            F.count(F.when(F.col(REASON).isNull(), 1)).alias("bronze"),
-            F.count(F.when(F.col(REASON).isNotNull(), 1)).alias("quarantined"),
-        ).collect()
+            rows = rows.select("*", *stamp)
         changed_now = changed_while_read(files)
         if changed_now:
             gone = {spark_path(p) for p in changed_now}
