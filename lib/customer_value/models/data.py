@@ -20,6 +20,8 @@ each epoch and drops the old one with whatever its prefetch had already taken fr
 set drawn from one long-lived reader starts each epoch at a point that depends on thread timing, and the
 validation loss (early stopping, the learning-rate plateau, the best checkpoint) differed between two runs of
 the same seed and data.
+The trainer keeps the batches of that first pass (`cache` after `take`, so the cache is complete): later epochs
+validate on the same batches without opening a reader.
 """
 
 from __future__ import annotations

@@ -151,10 +151,16 @@ def train(plan: dict) -> dict:
     if initial_epoch < epochs and wait < patience:
         seed_r = seed + 1000 * initial_epoch       # a resumed run does not replay the same row-group order
         va = data.fresh_pass(plan["validation_url"], data.columns_for(spec), rank, size)
+        # the validation batches read once and kept (a few MB): every epoch sees the same rows in the same order
+        # without opening a Petastorm reader again. Read to the end here: Keras stops after `validation_steps`
+        # batches, and a cache left unfinished is dropped
+        validation = data.dataset(va, spec, val_batch, threads=threads).take(val_steps).cache()
+        for _ in validation:
+            pass
         with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr:
             fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
                             initial_epoch=initial_epoch,
-                            validation_data=data.dataset(va, spec, val_batch, threads=threads).take(val_steps),
+                            validation_data=validation,
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
