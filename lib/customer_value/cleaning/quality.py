@@ -45,37 +45,52 @@ class TableCounts:
         return (self.quarantined + sum(self.rejected.values())) / read if read else 0.0
 
 
-def count_stages(table: str, quarantined: int, stages) -> TableCounts:
-    """Rows at each stage. Superseded versions are the accepted rows that are not the current state: earlier
-    versions (kept in the history table) and re-sent copies of a version.
+def count_stages(table: str, quarantined: int, stages) -> tuple[TableCounts, list[tuple[str, str | None, float]]]:
+    """Rows at each stage, and silver's profile (null rates, minima, maxima). Superseded versions are the
+    accepted rows that are not the current state: earlier versions (kept in the history table) and re-sent copies
+    of a version.
 
     Three small jobs: bronze's rows; the ruled rows by reject reason (one ruled row per deduplicated row, so
-    their sum is the deduplicated count, without a second pass through the deduplication); silver's rows by
-    their set of flags (their sum is silver's count, each flag's count the sum over the sets that hold it)."""
+    their sum is the deduplicated count, without a second pass through the deduplication); silver by its sets
+    of flags, with the profile's sums, minima and maxima per set (silver's count is their sum, each flag's count
+    the sum over the sets that hold it)."""
     rows_in = stages.bronze.count()
     by_reason = {r[REJECT]: r["count"] for r in stages.ruled.groupBy(REJECT).count().collect()}
     dedup = sum(by_reason.values())
     rejected = {reason: n for reason, n in by_reason.items() if reason is not None}
-    flagged: dict[str, int] = {}
-    out = 0
-    for r in stages.silver.groupBy(FLAGS).count().collect():
-        out += r["count"]
-        for flag in r[FLAGS] or ():
-            flagged[flag] = flagged.get(flag, 0) + r["count"]
-    return TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - sum(rejected.values()) - out, rejected,
-                       flagged, out)
+    out, flagged, profile_rows = silver_counts(stages.silver)
+    counts = TableCounts(table, quarantined, rows_in, rows_in - dedup, dedup - sum(rejected.values()) - out, rejected,
+                         flagged, out)
+    return counts, profile_rows
 
 
-def profile(silver: DataFrame) -> list[tuple[str, str | None, float]]:
-    """Null rate of every column and min/max of numeric and time columns, in one pass."""
+def silver_counts(silver: DataFrame) -> tuple[int, dict[str, int], list[tuple[str, str | None, float]]]:
+    """Silver's rows, its rows per flag, and its profile: the null rate of every column and the min/max of the
+    numeric and time columns (times as epoch seconds), in one pass grouped by the set of flags."""
     cols = [f for f in silver.schema.fields if not isinstance(f.dataType, T.ArrayType)]
-    aggs = [F.avg(F.col(f.name).isNull().cast("double")).alias(f"null_rate|{f.name}") for f in cols]
+    aggs = [F.count(F.lit(1)).alias("_rows")]
+    aggs += [F.count(F.when(F.col(f.name).isNull(), 1)).alias(f"nulls|{f.name}") for f in cols]
+    bounds = []
     for f in cols:
         if isinstance(f.dataType, NUMERIC):
             as_number = F.col(f.name).cast("timestamp").cast("double") if isinstance(f.dataType, T.DateType) else F.col(f.name).cast("double")
             aggs += [F.min(as_number).alias(f"min|{f.name}"), F.max(as_number).alias(f"max|{f.name}")]
-    row = silver.agg(*aggs).collect()[0].asDict()
-    return [(k.split("|")[0], k.split("|")[1], float(v)) for k, v in row.items() if v is not None]
+            bounds.append(f.name)
+    groups = silver.groupBy(FLAGS).agg(*aggs).collect()
+    out = sum(g["_rows"] for g in groups)
+    flagged: dict[str, int] = {}
+    for g in groups:
+        for flag in g[FLAGS] or ():
+            flagged[flag] = flagged.get(flag, 0) + g["_rows"]
+    rows: list[tuple[str, str | None, float]] = []
+    if out:
+        rows += [("null_rate", f.name, sum(g[f"nulls|{f.name}"] for g in groups) / out) for f in cols]
+    for name in bounds:
+        for metric, pick in (("min", min), ("max", max)):
+            values = [g[f"{metric}|{name}"] for g in groups if g[f"{metric}|{name}"] is not None]
+            if values:
+                rows.append((metric, name, float(pick(values))))
+    return out, flagged, rows
 
 
 def metric_rows(run_id: str, counts: TableCounts, profile_rows) -> list[tuple]:

@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from customer_value.cleaning import tables as clean
 from customer_value.cleaning.history import VALID_FROM
 from customer_value.cleaning.pseudonymise import hmac_hex, load_key, pseudonym
-from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows, profile
+from customer_value.cleaning.quality import METRICS_SCHEMA, check_thresholds, count_stages, metric_rows
 from customer_value.cleaning.rules import FLAGS, REJECT
 from customer_value.config import Config
 from customer_value.ingest.parse import union_all
@@ -264,9 +264,9 @@ def clean_all(spark: SparkSession, cfg: Config, full: bool = False) -> dict:
         if source == "orders":
             st.silver = clean.flag_outliers(st.silver, outlier_cap)
         st.silver = st.silver.persist(StorageLevel.MEMORY_AND_DISK)
-        c = count_stages(SILVER[source], quarantined[source], st)
+        c, profile_rows = count_stages(SILVER[source], quarantined[source], st)
         counts.append(c)
-        metrics += metric_rows(rid, c, profile(st.silver))
+        metrics += metric_rows(rid, c, profile_rows)
         silver[source] = st.silver
         _log(f"{SILVER[source]:<20} in {c.rows_in:>10,}  dup {c.exact_duplicates:>6,}  superseded "
              f"{c.superseded_versions:>5,}  rejected {sum(c.rejected.values()):>6,}  flagged "
