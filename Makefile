@@ -21,6 +21,7 @@ BENCH_ARGS ?=
 setup:
 	tools/bootstrap.sh >/dev/null
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null
+	$(RUN) $(PY) -m customer_value.class_archive >/dev/null
 	echo "venv: $(VENV)"; echo "jars: $(JARS)"
 
 # The demo pseudonymises with the public demo key (generated data only; it says so loudly).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
@@ -77,3 +78,25 @@ def test_history_is_merged_in_one_commit_and_a_rerun_changes_nothing(spark, cfg)
     merge_history(spark, tables, later, "silver.order_history")
     again = table.history(1).collect()[0]["operationMetrics"]
     assert (again["numTargetRowsInserted"], again["numTargetRowsUpdated"], again["numTargetRowsDeleted"]) == ("0", "0", "0")
+
+
+def test_a_table_written_with_its_constraints_refuses_violating_rows_in_that_same_write(spark, cfg):
+    """Clean creates silver tables with their CHECK constraints as options of the creating write (no ALTER
+    afterwards): a history whose interval is reversed fails that commit and no table is left behind."""
+    from deltalake import DeltaTable as ReadTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from customer_value.cleaning.run import constraint_options
+    from customer_value.tables import Tables
+
+    tables = Tables(cfg.storage)
+    bad = spark.createDataFrame([("o1", "completed", T[5], T[1], 10.0)],
+                                "order_id string, status string, valid_from timestamp, valid_to timestamp, total double")
+    with pytest.raises(Exception, match="valid_interval"):
+        tables.write(bad, "silver.order_history", options=constraint_options("silver.order_history"))
+    with pytest.raises(TableNotFoundError):
+        ReadTable(tables.location("silver.order_history"))
+    tables.write(bad.withColumn("valid_to", F.lit(None).cast("timestamp")), "silver.order_history",
+                 options=constraint_options("silver.order_history"))
+    assert set(ReadTable(tables.location("silver.order_history")).metadata().configuration) >= {
+        "delta.constraints.valid_interval", "delta.constraints.total_in_range"}

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
 from customer_value.cleaning.pseudonymise import DEMO_KEY, MissingKeyError, hmac_hex
 from customer_value.cleaning.quality import DataQualityError
-from customer_value.cleaning.run import clean_all
+from customer_value.cleaning.run import CONSTRAINTS, clean_all
 from customer_value.config import load_config
 from customer_value.features.run import run_features
 from customer_value.ingest.run import ingest
@@ -269,6 +270,23 @@ def _canonical(df: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     df = df.drop(columns=[c for c in drop if c in df.columns])
     df = df.map(lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, (str, bytes)) else v)
     return df.sort_values(list(df.columns), key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def test_silver_tables_carry_their_check_constraints(spark, shop):
+    """Every silver table enforces its CHECK constraints for any writer: recorded in its metadata, and a row
+    that breaks one is refused with the table left at its version."""
+    cfg, _, _, _ = shop
+    tables = Tables(cfg.storage)
+    for name, constraints in CONSTRAINTS.items():
+        config = DeltaTable(tables.location(name)).metadata().configuration
+        assert {k: v for k, v in config.items() if k.startswith("delta.constraints.")} == {
+            f"delta.constraints.{c}": e for c, e in constraints.items()}, name
+    version = DeltaTable(tables.location("silver.orders")).version()
+    orders = tables.read(spark, "silver.orders")
+    bad = orders.limit(1).withColumn("total", F.lit(-1).cast(dict(orders.dtypes)["total"]))
+    with pytest.raises(Exception, match="total_in_range"):
+        bad.write.format("delta").mode("append").save(tables.location("silver.orders"))
+    assert DeltaTable(tables.location("silver.orders")).version() == version
 
 
 def test_threshold_fails_after_metrics_and_keeps_silver(spark, shop):
