@@ -44,6 +44,8 @@ def _workload(out: str) -> None:
     aggregate (the classes every stage loads), then the JVM stopped and waited for: it writes the archive as it
     exits."""
     from pyspark import SparkContext
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     from customer_value.config import load_config
     from customer_value.spark import build_spark
@@ -59,7 +61,16 @@ def _workload(out: str) -> None:
         changes = spark.range(500, 1500).selectExpr("id", "id % 7 AS k", "CAST(id AS DOUBLE) * 2 AS x")
         (DeltaTable.forPath(spark, path).alias("t").merge(changes.alias("s"), "t.id = s.id")
          .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-        spark.read.format("delta").load(path).groupBy("k").agg({"x": "sum"}).collect()
+        table = spark.read.format("delta").load(path)
+        table.groupBy("k").agg({"x": "sum"}).collect()
+        DeltaTable.forPath(spark, path).history(1).collect()
+        # what ingest, features and scoring add: text and JSON sources, windows, joins, Arrow batches to Python
+        spark.createDataFrame([('{"a": 1}',)], "line string").write.mode("overwrite").text(f"{root}/lines")
+        lines = spark.read.option("sep", "\u0001").csv(f"{root}/lines").withColumnRenamed("_c0", "line")
+        lines.select(F.from_json("line", "a string")).collect()
+        window = Window.partitionBy("k").orderBy("id")
+        table.withColumn("r", F.row_number().over(window)).join(table.select("id"), "id").count()
+        table.mapInPandas(lambda frames: (f for f in frames), table.schema).count()
         gateway = SparkContext._gateway
         spark.stop()
         proc = getattr(gateway, "proc", None)
