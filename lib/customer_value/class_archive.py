@@ -2,9 +2,9 @@
 
 Why: every job, test and CLI stage started here starts a new JVM, and a new JVM spends seconds loading and
 verifying the same ten thousand Spark, Delta and Parquet classes before its first commit. The JVM can map those
-classes from an archive written by an earlier run instead (Java's dynamic class-data sharing, JDK 13+): about
-3 s less per process start on this project's 2-core machine (10.0 against 13.5 s for a session's start and first
-two Delta writes), and the suite starts some fifty of them.
+classes from an archive written by an earlier run instead (Java's dynamic class-data sharing, JDK 13+): on this
+project's 2-core machine a session's start and first two Delta writes took 10.0 s against 13.5-16.4 s, a CLI
+score stage on the test shop 38-40 s against 44-50 s; the suite starts some fifty JVMs.
 
 Safe by construction: the archive is only an accelerator. The JVM checks it against its own version and class
 path and, where it does not match (another JDK, other jars), ignores it and loads the classes as usual
@@ -39,23 +39,26 @@ def java_options() -> str:
     return f"-XX:SharedArchiveFile={path} {QUIET}" if path.is_file() else ""
 
 
+def _session(java_option: str, root: str):
+    """A local session of the project's local configuration, its driver JVM started with `java_option`."""
+    from customer_value.config import load_config
+    from customer_value.spark import build_spark
+
+    return build_spark(load_config(Path(__file__).resolve().parents[2] / "conf" / "local.yaml", [
+        f"storage.root={root}", f"spark.conf.spark.driver.extraJavaOptions={java_option} {QUIET}"]))
+
+
 def _workload(out: str) -> None:
     """Run in a child process: a session with the archive being recorded, a Delta write, read, MERGE and an
     aggregate (the classes every stage loads), then the JVM stopped and waited for: it writes the archive as it
     exits."""
+    from delta.tables import DeltaTable
     from pyspark import SparkContext
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from customer_value.config import load_config
-    from customer_value.spark import build_spark
-
     with tempfile.TemporaryDirectory() as root:
-        cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "local.yaml", [
-            f"storage.root={root}", f"spark.conf.spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit={out} {QUIET}"])
-        spark = build_spark(cfg)
-        from delta.tables import DeltaTable
-
+        spark = _session(f"-XX:ArchiveClassesAtExit={out}", root)
         path = f"{root}/t"
         spark.range(1000).selectExpr("id", "id % 7 AS k", "CAST(id AS DOUBLE) AS x").write.format("delta").save(path)
         changes = spark.range(500, 1500).selectExpr("id", "id % 7 AS k", "CAST(id AS DOUBLE) * 2 AS x")
@@ -82,16 +85,10 @@ def _workload(out: str) -> None:
 
 def _check(archive: str) -> None:
     """Run in a child process: a session that maps `archive` runs a job (a damaged archive crashes the JVM)."""
-    from pyspark import SparkContext
-
-    from customer_value.config import load_config
-    from customer_value.spark import build_spark
-
-    cfg = load_config(Path(__file__).resolve().parents[2] / "conf" / "local.yaml", [
-        f"spark.conf.spark.driver.extraJavaOptions=-XX:SharedArchiveFile={archive} {QUIET}"])
-    spark = build_spark(cfg)
-    assert spark.range(10).count() == 10
-    spark.stop()
+    with tempfile.TemporaryDirectory() as root:
+        spark = _session(f"-XX:SharedArchiveFile={archive}", root)
+        assert spark.range(10).count() == 10
+        spark.stop()
 
 
 def _child(call: str) -> subprocess.CompletedProcess:
