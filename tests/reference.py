@@ -1,8 +1,11 @@
 """One clean run of every stage on a small generated shop, built once per test session and shared: the kill
 harness compares its crash runs with it (starting each from the copy of the store taken before that stage), the
 pipeline test checks the runner's records of it and reruns it, the secret scan reads everything it wrote. The
-stages run as real processes through the CLI, with a real random pseudonymisation key in their environment (never
-in their configuration)."""
+stages run in one real process through the CLI (`customer-value pipeline`, as a scheduled job runs them), with a
+real random pseudonymisation key in its environment (never in its configuration); the runner waits before each
+stage (`pipeline.STAGE_PAUSE_ENV`) while the store is copied. One process rather than one per stage: a stage in a
+fresh JVM spends most of its time on a tiny shop warming that JVM up, and the kill harness's own runs are the
+per-stage processes (`--only STAGE`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from customer_value.config import Config, load_config
@@ -29,8 +33,10 @@ TRAINING = ["training.snapshots=3", "training.snapshot_step_days=45", "training.
 SETTINGS = ["cleaning.max_reject_share=0.2", "features.history_snapshots=2", *TRAINING]
 
 
-def command(root: Path, stage: str) -> list[str]:
-    return [sys.executable, "-m", "customer_value.cli", "pipeline", "--conf", "conf/local.yaml", "--only", stage,
+def command(root: Path, stage: str | None) -> list[str]:
+    """The CLI's pipeline on the store at `root`: `stage` alone, or (None) every stage after generate."""
+    return [sys.executable, "-m", "customer_value.cli", "pipeline", "--conf", "conf/local.yaml",
+            *(["--only", stage] if stage else []),
             "--snapshot-date", SNAPSHOT, "--set", f"storage.root={root}",
             *[a for s in SETTINGS for a in ("--set", s)]]
 
@@ -56,7 +62,7 @@ def run_stage(root: Path, stage: str) -> str:
 
 def build(spark, base: Path) -> Path:
     """`base` with `store` (the clean run), `before-STAGE` (the store as it was before STAGE ran) and `logs.txt`
-    (every stage's output)."""
+    (the run's output)."""
     import io
     from datetime import date
 
@@ -69,9 +75,26 @@ def build(spark, base: Path) -> Path:
     report, = pl.run_pipeline(spark, shop_config(root, CUSTOMERS), pl.Run(date.fromisoformat(SNAPSHOT)), generate,
                               events=pl.Events(False, io.StringIO()))
     assert report.status == "ran", report
-    logs = []
-    for stage in STAGES_RUN:
-        shutil.copytree(root, base / f"before-{stage}")
-        logs.append(run_stage(root, stage))
-    (base / "logs.txt").write_text("\n".join(logs))
+    pauses = base / "pauses"
+    pauses.mkdir()
+    log = base / "logs.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command(root, None), cwd=ROOT, env={**stage_env(), pl.STAGE_PAUSE_ENV: str(pauses)},
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        for stage in STAGES_RUN:
+            paused = pauses / f"{stage}.paused"
+            deadline = time.monotonic() + 900
+            while not paused.exists():
+                assert proc.poll() is None, f"the run ended before {stage}:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"{stage} never started"
+                time.sleep(0.05)
+            # the lock belongs to this live run: a copy starts unlocked, as the store of a finished run
+            shutil.copytree(root, base / f"before-{stage}", ignore=shutil.ignore_patterns(pl.LOCK_FILE))
+            (pauses / f"{stage}.resume").touch()
+        assert proc.wait(timeout=1800) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return base

@@ -296,6 +296,31 @@ class PipelineLocked(PipelineError):
 
 LOCK_FILE = "_pipeline.lock"
 
+# A test-only pause between stages: with this set to a folder, the runner writes `<folder>/<stage>.paused` before
+# each stage it is about to run and waits for `<folder>/<stage>.resume`, so a test can copy the store as it was
+# before that stage while one process (one JVM, warm from the stages before) runs them all. Unset in every real
+# run.
+STAGE_PAUSE_ENV = "CUSTOMER_VALUE_PAUSE_BEFORE_STAGES"
+
+
+def pause_before_stage(stage: str, poll_s: float = 0.05, timeout_s: float = 3600.0) -> None:
+    """Wait before `stage` while a test copies the store (`STAGE_PAUSE_ENV`); nothing when it is unset."""
+    import os
+
+    folder = os.environ.get(STAGE_PAUSE_ENV)
+    if not folder:
+        return
+    marker = os.path.join(folder, f"{stage}.paused")
+    with open(marker + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(marker + ".tmp", marker)
+    resume = os.path.join(folder, f"{stage}.resume")
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(resume):
+        if time.monotonic() > deadline:
+            raise PipelineError(f"stage {stage!r}: nobody resumed the run within {timeout_s:.0f} s ({resume})")
+        time.sleep(poll_s)
+
 
 def _alive(pid: int) -> bool:
     import os
@@ -386,6 +411,7 @@ def _run_stages(spark: SparkSession, cfg: Config, run: Run, stages: Sequence[Sta
             events.emit("stage_skipped", f"== {stage.name}: skipped (committed for these inputs: {fp}) ==",
                         stage=stage.name, fingerprint=fp)
             continue
+        pause_before_stage(stage.name)
         events.emit("stage_started", f"== {stage.name}: {stage.description} ==", stage=stage.name, fingerprint=fp,
                     inputs=inputs)
         started = datetime.now(timezone.utc).replace(tzinfo=None)
