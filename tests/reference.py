@@ -60,6 +60,16 @@ def run_stage(root: Path, stage: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def wait_for(proc: subprocess.Popen, until, timeout: float = 900, poll: float = 0.05) -> bool:
+    """True once `until()` holds while `proc` runs; False when it ended or `timeout` passed first."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if until():
+            return True
+        time.sleep(poll)
+    return False
+
+
 def build(spark, base: Path) -> Path:
     """`base` with `store` (the clean run), `before-STAGE` (the store as it was before STAGE ran) and `logs.txt`
     (the run's output)."""
@@ -83,12 +93,8 @@ def build(spark, base: Path) -> Path:
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         for stage in STAGES_RUN:
-            paused = pauses / f"{stage}.paused"
-            deadline = time.monotonic() + 900
-            while not paused.exists():
-                assert proc.poll() is None, f"the run ended before {stage}:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"{stage} never started"
-                time.sleep(0.05)
+            assert wait_for(proc, (pauses / f"{stage}.paused").exists), \
+                f"the run ended or hung before {stage}:\n{log.read_text()[-3000:]}"
             # the lock belongs to this live run: a copy starts unlocked, as the store of a finished run
             shutil.copytree(root, base / f"before-{stage}", ignore=shutil.ignore_patterns(pl.LOCK_FILE))
             (pauses / f"{stage}.resume").touch()

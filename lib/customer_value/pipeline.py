@@ -34,7 +34,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from customer_value.config import Config
-from customer_value.tables import Tables
+from customer_value.tables import Tables, write_marker
 
 RUNS_TABLE = "ops.pipeline_runs"
 RUNS_SCHEMA = ("run_id string, snapshot_date date, stage string, fingerprint string, status string, rows bigint, "
@@ -310,10 +310,7 @@ def pause_before_stage(stage: str, poll_s: float = 0.05, timeout_s: float = 3600
     folder = os.environ.get(STAGE_PAUSE_ENV)
     if not folder:
         return
-    marker = os.path.join(folder, f"{stage}.paused")
-    with open(marker + ".tmp", "w") as fh:
-        fh.write(str(os.getpid()))
-    os.replace(marker + ".tmp", marker)
+    write_marker(os.path.join(folder, f"{stage}.paused"), str(os.getpid()))
     resume = os.path.join(folder, f"{stage}.resume")
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(resume):

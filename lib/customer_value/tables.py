@@ -105,6 +105,13 @@ FAULT_PAUSE_ENV = "CUSTOMER_VALUE_FAULT_PAUSE_BEFORE_COMMIT"
 _paused = False
 
 
+def write_marker(path: str, text: str) -> None:
+    """A test's pause point announces itself: the file appears whole (written aside, then renamed)."""
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def fault_point_before_commit(name: str) -> None:
     """Pause forever before this process's first commit when the harness asked for it (`FAULT_PAUSE_ENV`)."""
     global _paused
@@ -112,9 +119,7 @@ def fault_point_before_commit(name: str) -> None:
     if not marker or _paused:
         return
     _paused = True
-    with open(marker + ".tmp", "w") as fh:
-        fh.write(name)
-    os.replace(marker + ".tmp", marker)
+    write_marker(marker, name)
     while True:
         time.sleep(60)
 

@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from deltalake import DeltaTable
 from customer_value.pipeline import STAGES
 from customer_value.tables import FAULT_PAUSE_ENV
 from tests.conftest import ROOT
-from tests.reference import CUSTOMERS, STAGES_RUN, command, run_stage, stage_env
+from tests.reference import CUSTOMERS, STAGES_RUN, command, run_stage, stage_env, wait_for
 
 pytestmark = pytest.mark.slow
 # columns that name the run rather than the data: batch ids and times of ingestion differ run to run
@@ -102,7 +101,7 @@ def kill_stage(root: Path, stage: str, after_commits: int, log: Path) -> bool:
     proc = _start(root, stage, log, **pause)
     reached = ((lambda: marker.exists()) if after_commits == BEFORE_FIRST_COMMIT
                else (lambda: _commits(root) - start >= after_commits))
-    if not _wait(proc, reached, timeout=600, poll=0.02):
+    if not wait_for(proc, reached, timeout=600, poll=0.02):
         proc.wait()
         return False
     if after_commits == BEFORE_FIRST_COMMIT:
@@ -221,16 +220,6 @@ def _checkpoint_epoch(root: Path) -> int:
         return 0
 
 
-def _wait(proc: subprocess.Popen, until, timeout: float = 900, poll: float = 0.05) -> bool:
-    """True once `until()` holds while `proc` runs; False when it ended or `timeout` passed first."""
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if until():
-            return True
-        time.sleep(poll)
-    return False
-
-
 def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference, tmp_path):
     """Training's two crashes on one store. (1) Horovod rank 1 SIGKILLed after the second checkpoint: the stage
     must fail by itself, naming the rank, not hang. (2) Its rerun must resume from the checkpoint and train only
@@ -243,7 +232,7 @@ def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference,
     first, second = tmp_path / "run-0.log", tmp_path / "run-1.log"
 
     proc = _start(root, "train", first)
-    assert _wait(proc, lambda: _checkpoint_epoch(root) >= 2), "training ended before its second checkpoint"
+    assert wait_for(proc, lambda: _checkpoint_epoch(root) >= 2), "training ended before its second checkpoint"
     rank = _rank(proc.pid, 1)
     assert rank is not None, "no Horovod rank 1 under the stage's process"
     epoch = _checkpoint_epoch(root)
@@ -259,7 +248,7 @@ def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference,
 
     proc = _start(root, "train", second)
     registered = root / "models" / "customer_value" / "1" / "saved_model"
-    assert _wait(proc, registered.exists), "the resumed training ended before its model was registered"
+    assert wait_for(proc, registered.exists), "the resumed training ended before its model was registered"
     _kill(proc)
     resumed = second.read_text()
     assert "resuming from the checkpoints" in resumed, resumed[-3000:]
