@@ -95,13 +95,19 @@ def dataset(r, spec: FeatureSpec, batch_size: int, drop_remainder: bool = True,
             threads: int | None = None) -> tf.data.Dataset:
     """Fixed-size (inputs, targets) batches from an open reader, or from a `fresh_pass` dataset, re-batched
     without unbatching. `threads`: the input pipeline's own thread pool (tf.data otherwise sizes it to every core
-    of the machine, and ranks that share a machine then compete for the cores their training threads need)."""
+    of the machine, and ranks that share a machine then compete for the cores their training threads need).
+
+    Autotuning is off: every stage's parallelism and buffer are fixed here, so it has nothing to tune, and its
+    model thread made the end of training wait. Destroying an iterator (Keras does it as `fit` returns) waits for
+    that thread, which sleeps between optimisation rounds for up to a minute: about every second training of the
+    demo spent 20-36 s there after its last epoch (TensorFlow 2.15, found with gdb in
+    `Model::OptimizeLoop`)."""
     source = r if isinstance(r, tf.data.Dataset) else make_petastorm_dataset(r)
     ds = (source.map(to_tensors(spec), num_parallel_calls=1)
           .rebatch(batch_size, drop_remainder=drop_remainder).prefetch(2))
+    options = tf.data.Options()
+    options.autotune.enabled = False
     if threads:
-        options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = 1
-        ds = ds.with_options(options)
-    return ds
+    return ds.with_options(options)

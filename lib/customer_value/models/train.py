@@ -61,6 +61,13 @@ def train(plan: dict) -> dict:
     checkpoints, out, reports = Path(plan["checkpoint_dir"]), Path(plan["out_dir"]), Path(plan["report_dir"])
     wrote: list[str] = []
     t_start = time.perf_counter()
+    started_at = time.time()
+    phases: dict[str, float] = {}       # seconds per part of this rank's work, in order
+    last = [t_start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        phases[name], last[0] = round(now - last[0], 3), now
 
     # Equal steps on every rank: the smallest shard decides.
     train_keys = data.shard_keys(plan["train_url"], rank, size)
@@ -78,6 +85,7 @@ def train(plan: dict) -> dict:
     steps, val_steps = min_train // batch, max(1, min_val // val_batch)
     if steps < 1:
         raise ValueError(f"rank {rank}: the smallest shard has {min_train} rows, fewer than one batch of {batch}")
+    lap("shards")
 
     model = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))
     lr = float(plan["learning_rate"]) * size
@@ -93,6 +101,7 @@ def train(plan: dict) -> dict:
     model.compile(optimizer=opt,
                   loss={SPEND: ziln_loss, CHURN: churn_loss},
                   loss_weights={SPEND: 1.0, CHURN: float(plan.get("churn_loss_weight", 1.0))})
+    lap("model")
 
     state = read_state(checkpoints)
     initial_epoch = 0
@@ -157,12 +166,15 @@ def train(plan: dict) -> dict:
         validation = data.dataset(va, spec, val_batch, threads=threads).take(val_steps).cache()
         for _ in validation:
             pass
+        lap("validation")
         with data.reader(plan["train_url"], data.columns_for(spec), rank, size, None, seed_r) as tr:
             fit = model.fit(data.dataset(tr, spec, batch, threads=threads), steps_per_epoch=steps, epochs=epochs,
                             initial_epoch=initial_epoch,
                             validation_data=validation,
                             validation_steps=val_steps, callbacks=callbacks, verbose=0)
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+            lap("fit")
+        lap("close")
 
     final = read_state(checkpoints) if rank == 0 else None
     if rank == 0:
@@ -173,6 +185,7 @@ def train(plan: dict) -> dict:
         clean.save(str(out / "saved_model"), include_optimizer=False)
         _write_json(out / "calibration.json", calibrate(clean, plan["validation_url"], spec))
         wrote += [str(out / "saved_model"), str(out / "calibration.json")]
+        lap("save")
     report = {
         "rank": rank, "size": size, "pid": os.getpid(), "train_rows": len(train_keys), "validation_rows": len(val_keys),
         "steps_per_epoch": steps, "validation_steps": val_steps, "batch_size": batch, "initial_epoch": initial_epoch,
@@ -181,7 +194,7 @@ def train(plan: dict) -> dict:
         "samples_per_second": (steps * batch * size / (sum(ckpt.epoch_times[1:]) / len(ckpt.epoch_times[1:])))
         if len(ckpt.epoch_times) > 1 else None,
         "best_loss": ckpt.best, "best_epoch": (final or {}).get("best_epoch"), "wrote": wrote,
-        "seconds": time.perf_counter() - t_start,
+        "seconds": time.perf_counter() - t_start, "phases": phases, "started_at": started_at,
     }
     if plan.get("record_shards"):
         report["train_keys"], report["validation_keys"] = sorted(train_keys), sorted(val_keys)
