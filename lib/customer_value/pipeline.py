@@ -102,7 +102,9 @@ def _clean(spark, cfg, run):
 def _features(spark, cfg, run):
     from customer_value.features.run import run_features
 
-    run_features(spark, cfg, run.snapshot, cfg.features.history_snapshots, reuse=True)
+    also, also_labelled = _backtest_snapshots(spark, cfg, run)
+    run_features(spark, cfg, run.snapshot, cfg.features.history_snapshots, reuse=True, also=also,
+                 also_labelled=also_labelled)
     feats = Tables(cfg.storage).read(spark, "gold.customer_features")
     return feats.where(F.col("snapshot_date") == F.lit(run.snapshot)).count()
 
@@ -133,6 +135,25 @@ def _monitor(spark, cfg, run):
     return len(result.rows)
 
 
+def _backtest_snapshots(spark, cfg, run) -> tuple[list[date], list[date]]:
+    """The snapshots whose features (and labels) the train stage's backtest will need, when training is due for
+    this run's period: the features stage computes them with its own in one Spark job and one commit, and the
+    backtest reads them (they carry the same inputs key). Nothing when training is not due, or the backtest's
+    horizon is not the features' (its labels would be another horizon's).
+
+    Due is the train stage's own test (its fingerprint not committed), a function of the store alone, so a
+    features stage run alone (`--only features`) writes what it writes inside a whole run."""
+    from customer_value.evaluation.backtest import backtest_snapshots
+    from customer_value.models.deep import DeepModel
+
+    if _done(spark, cfg, Tables(cfg.storage), run, _stage("train"))[1]:
+        return [], []
+    features, labelled, horizon = backtest_snapshots(spark, cfg, [DeepModel(cfg)])
+    if horizon != cfg.features.horizon_days:
+        return [], []
+    return features, labelled
+
+
 def _training_period(cfg: Config, run: Run) -> int:
     return (run.snapshot - EPOCH).days // cfg.training.retrain_every_days
 
@@ -158,6 +179,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("monitor", ("gold.customer_scores",), ("gold.drift",), ("monitor",), _monitor,
           "drift of S's features and scores against the model's training snapshot"),
 )
+
+
+def _stage(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
 
 
 def stage_names() -> list[str]:
@@ -227,6 +252,16 @@ def fingerprint(stage: Stage, cfg: Config, run: Run, inputs: dict[str, object]) 
 def _section(cfg: Config, name: str) -> object:
     value = getattr(cfg, name)
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def _done(spark: SparkSession, cfg: Config, tables: Tables, run: Run,
+          stage: Stage) -> tuple[tuple[dict[str, object], str], bool]:
+    """The stage's inputs and fingerprint now, and whether its result for them is there (outputs present and the
+    fingerprint committed): the runner skips such a stage."""
+    inputs = {name: input_state(spark, cfg, tables, name) for name in stage.inputs}
+    fp = fingerprint(stage, cfg, run, inputs)
+    done = all(output_present(spark, cfg, tables, o) for o in stage.outputs) and committed(spark, tables, stage.name, fp)
+    return (inputs, fp), done
 
 
 def committed(spark: SparkSession, tables: Tables, stage: str, fp: str) -> bool:
@@ -400,10 +435,8 @@ def _run_stages(spark: SparkSession, cfg: Config, run: Run, stages: Sequence[Sta
     tables = Tables(cfg.storage)
     reports: list[StageReport] = []
     for stage in stages:
-        inputs = {name: input_state(spark, cfg, tables, name) for name in stage.inputs}
-        fp = fingerprint(stage, cfg, run, inputs)
-        outputs_there = all(output_present(spark, cfg, tables, o) for o in stage.outputs)
-        if not force and outputs_there and committed(spark, tables, stage.name, fp):
+        (inputs, fp), done = _done(spark, cfg, tables, run, stage)
+        if not force and done:
             reports.append(StageReport(stage.name, "skipped", fingerprint=fp))
             events.emit("stage_skipped", f"== {stage.name}: skipped (committed for these inputs: {fp}) ==",
                         stage=stage.name, fingerprint=fp)

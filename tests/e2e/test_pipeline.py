@@ -61,3 +61,24 @@ def test_the_pipeline_ran_each_stage_then_skips_then_reruns_what_an_input_reache
     assert statuses(third) == {**{s.name: "skipped" for s in stages}, "ingest": "ran"}
     runs = tables.read(spark, pl.RUNS_TABLE).groupBy("stage").count().collect()
     assert {r["stage"]: r["count"] for r in runs} == {"generate": 1, **{s: 1 for s in ref.STAGES_RUN}, "ingest": 2}
+
+
+def test_the_features_stage_computed_the_backtests_snapshots_and_the_train_stage_read_them(spark, reference):
+    """Training was due in the reference run, so the features stage computed the backtest's snapshots with its own
+    (one Spark job, one commit per table) and the train stage computed no features or labels of its own."""
+    import json
+    import re
+
+    log = (reference / "logs.txt").read_text()
+    tables = Tables(ref.config(reference / "store").storage)
+    found = re.search(r"\[backtest\] features at (\d+) snapshot\(s\): (\d+) written by an earlier job from the same "
+                      r"inputs, none computed", log)
+    assert found and found.group(1) == found.group(2), log[-3000:]
+    assert re.search(r"\[backtest\] labels at [-0-9, ]+: (\d+) written by an earlier job from the same inputs, none "
+                     r"computed", log), log[-3000:]
+    assert "for the backtest of the training due" in log
+    # the features table's one commit holds S's grid snapshots and the backtest's, stamped with their inputs
+    commits = tables.delta_table(spark, "gold.customer_features").history().collect()
+    assert len(commits) == 1, [c["operation"] for c in commits]
+    stamp = json.loads(commits[0]["userMetadata"])
+    assert ref.SNAPSHOT in stamp["snapshots"] and len(stamp["snapshots"]) > int(found.group(1))

@@ -31,7 +31,8 @@ from customer_value.config import Config
 from customer_value.evaluation.models import (PREDICTION_COLUMNS, BacktestData, BacktestModel, BgNbdGammaGamma, Oracle,
                                                RfmRules, snapshots_before, standard_columns)
 from customer_value.evaluation.report import vs_oracle, write_report
-from customer_value.features.run import read_silver, rows_per_snapshot, snapshot_labels, write_features, write_labels
+from customer_value.features.run import (fresh_snapshots, inputs_key, read_silver, rows_per_snapshot, snapshot_in,
+                                         snapshot_labels, write_features, write_labels)
 from customer_value.landing import Location, under_root
 from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
@@ -110,14 +111,30 @@ def backtest_inputs(spark: SparkSession, tables: Tables, silver: dict[str, DataF
     """`BacktestData`'s two loaders for a backtest of (S, H): the features of a list of snapshots, written to
     gold.customer_features in one commit and read back; their labels, those of training snapshots (horizon ended
     by S) written to gold.customer_labels in one commit for the training-set job and read back, S's own (the
-    outcome the models are scored against) computed and never written."""
+    outcome the models are scored against) computed and never written.
+
+    Snapshots the tables already hold from the same inputs (the same silver versions, settings and code: the
+    pipeline's features stage computes the backtest's snapshots with its own when training is due) are read, not
+    computed again (`features.run.fresh_snapshots`)."""
+    key: list[str] = []
+
+    def inputs() -> str:
+        if not key:
+            key.append(inputs_key(spark, tables, cfg.features))
+        return key[0]
 
     def features_for(snapshots: list[date]) -> DataFrame:
         t0 = time.perf_counter()
-        written = write_features(spark, tables, silver, snapshots, cfg.features)
+        kept = set(snapshots) & fresh_snapshots(spark, tables, "gold.customer_features", inputs())
+        todo = [s for s in snapshots if s not in kept]
+        if todo:
+            write_features(spark, tables, silver, todo, cfg.features, inputs())
+        written = tables.read(spark, "gold.customer_features").where(snapshot_in(snapshots))
         counts = rows_per_snapshot(written)
-        _log(f"features at {len(snapshots)} snapshot(s) in one commit ({time.perf_counter() - t0:.1f} s): "
-             + ", ".join(f"{s} {counts.get(s, 0):,}" for s in snapshots) + " customers")
+        _log(f"features at {len(snapshots)} snapshot(s): " + (f"{len(kept)} written by an earlier job from the same "
+             "inputs, " if kept else "") + (f"{len(todo)} computed in one commit" if todo else "none computed")
+             + f" ({time.perf_counter() - t0:.1f} s): " + ", ".join(f"{s} {counts.get(s, 0):,}" for s in snapshots)
+             + " customers")
         return written
 
     def labels_for(snapshots: list[date]) -> DataFrame:
@@ -126,18 +143,24 @@ def backtest_inputs(spark: SparkSession, tables: Tables, silver: dict[str, DataF
         parts = [snapshot_labels(silver, outcome, horizon_days)] if outcome else []
         if training:
             t0 = time.perf_counter()
-            parts.append(write_labels(spark, tables, silver, training, horizon_days))
-            _log(f"labels at {', '.join(map(str, training))}: one commit ({time.perf_counter() - t0:.1f} s)")
+            kept = set(training) & fresh_snapshots(spark, tables, "gold.customer_labels", inputs(), horizon_days)
+            todo = [s for s in training if s not in kept]
+            if todo:
+                write_labels(spark, tables, silver, todo, horizon_days, key=inputs())
+            parts.append(tables.read(spark, "gold.customer_labels").where(
+                f"{snapshot_in(training)} AND horizon_days = {horizon_days}"))
+            _log(f"labels at {', '.join(map(str, training))}: " + (f"{len(kept)} written by an earlier job from the "
+                 "same inputs, " if kept else "") + (f"{len(todo)} in one commit" if todo else "none computed")
+                 + f" ({time.perf_counter() - t0:.1f} s)")
         return reduce(DataFrame.unionByName, parts)
 
     return features_for, labels_for
 
 
-def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
-                 horizon_days: int | None = None, extra_models: Sequence[BacktestModel] = ()) -> BacktestResult:
-    """The whole backtest of (S, H): every model fitted on what precedes S and predicting at S (the baselines,
-    the oracle on synthetic data, then `extra_models`, e.g. the deep model), then `evaluate_backtest`."""
-    tables = Tables(cfg.storage)
+def _plan(spark: SparkSession, cfg: Config, tables: Tables, silver: dict[str, DataFrame], snapshot: date | None,
+          horizon_days: int | None, extra_models: Sequence[BacktestModel]) -> tuple[BacktestData, list[date]]:
+    """The backtest's data (S, H, the first day of data, the loaders) and the baselines' training snapshots;
+    raises BacktestError where there is nothing to backtest."""
     snapshot, horizon = snapshot_and_horizon(cfg, snapshot, horizon_days)
     last_day = cfg.cleaning.today()
     if snapshot + timedelta(days=horizon) > last_day + timedelta(days=1):
@@ -147,7 +170,6 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
         check = getattr(model, "check", None)
         if check is not None:
             check(snapshot, horizon)
-    silver = read_silver(spark, tables)
     first = silver["orders"].agg(F.min("order_ts")).collect()[0][0]
     if first is None:
         raise BacktestError("silver.orders is empty: nothing to backtest")
@@ -156,11 +178,39 @@ def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
     if not train:
         raise BacktestError(f"no training snapshot: S - {horizon} days is less than {cfg.backtest.min_history_days} "
                             f"days after the first order ({first.date()})")
-    _log(f"S = {snapshot}, horizon {horizon} days; baseline training snapshots {', '.join(map(str, train))}")
     data = BacktestData(spark, cfg, tables, snapshot, horizon, first.date(),
                         *backtest_inputs(spark, tables, silver, cfg, snapshot, horizon))
+    return data, train
+
+
+def _baselines() -> list[BacktestModel]:
     rfm = RfmRules()
-    models: list[BacktestModel] = [rfm, BgNbdGammaGamma(fallback_from=rfm)]
+    return [rfm, BgNbdGammaGamma(fallback_from=rfm)]
+
+
+def backtest_snapshots(spark: SparkSession, cfg: Config,
+                       extra_models: Sequence[BacktestModel] = ()) -> tuple[list[date], list[date], int]:
+    """The snapshots the default backtest (the train stage's) computes features for, those of them it writes
+    labels for, and its horizon; nothing where it cannot run (it says why when it runs). Computed nothing."""
+    tables = Tables(cfg.storage)
+    try:
+        data, _ = _plan(spark, cfg, tables, read_silver(spark, tables), None, None, extra_models)
+    except BacktestError:
+        return [], [], 0
+    wanted = sorted({data.snapshot, *(s for model in [*_baselines(), *extra_models] for s in model.snapshots(data))})
+    return wanted, [s for s in wanted if data.labelled(s)], data.horizon_days
+
+
+def run_backtest(spark: SparkSession, cfg: Config, snapshot: date | None = None,
+                 horizon_days: int | None = None, extra_models: Sequence[BacktestModel] = ()) -> BacktestResult:
+    """The whole backtest of (S, H): every model fitted on what precedes S and predicting at S (the baselines,
+    the oracle on synthetic data, then `extra_models`, e.g. the deep model), then `evaluate_backtest`."""
+    tables = Tables(cfg.storage)
+    silver = read_silver(spark, tables)
+    data, train = _plan(spark, cfg, tables, silver, snapshot, horizon_days, extra_models)
+    snapshot, horizon = data.snapshot, data.horizon_days
+    _log(f"S = {snapshot}, horizon {horizon} days; baseline training snapshots {', '.join(map(str, train))}")
+    models = _baselines()
     truth = oracle_predictions(spark, cfg, tables, snapshot, horizon)
     if truth is not None:
         models.append(Oracle(truth))
