@@ -146,7 +146,8 @@ def _backtest_snapshots(spark, cfg, run) -> tuple[list[date], list[date]]:
     from customer_value.evaluation.backtest import backtest_snapshots
     from customer_value.models.deep import DeepModel
 
-    if _done(spark, cfg, Tables(cfg.storage), run, _stage("train"))[1]:
+    tables, train = Tables(cfg.storage), _stage("train")
+    if _done(spark, cfg, tables, train, _state(spark, cfg, tables, run, train)[1]):
         return [], []
     features, labelled, horizon = backtest_snapshots(spark, cfg, [DeepModel(cfg)])
     if horizon != cfg.features.horizon_days:
@@ -226,7 +227,7 @@ def input_state(spark: SparkSession, cfg: Config, tables: Tables, name: str) -> 
             return None
     if not tables.exists(spark, name):
         return None
-    return tables.delta_table(spark, name).history(1).collect()[0]["version"]
+    return tables.version(spark, name)
 
 
 def output_present(spark: SparkSession, cfg: Config, tables: Tables, name: str) -> bool:
@@ -254,14 +255,15 @@ def _section(cfg: Config, name: str) -> object:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
-def _done(spark: SparkSession, cfg: Config, tables: Tables, run: Run,
-          stage: Stage) -> tuple[tuple[dict[str, object], str], bool]:
-    """The stage's inputs and fingerprint now, and whether its result for them is there (outputs present and the
-    fingerprint committed): the runner skips such a stage."""
+def _state(spark: SparkSession, cfg: Config, tables: Tables, run: Run, stage: Stage) -> tuple[dict[str, object], str]:
+    """The stage's inputs as they are now, and its fingerprint."""
     inputs = {name: input_state(spark, cfg, tables, name) for name in stage.inputs}
-    fp = fingerprint(stage, cfg, run, inputs)
-    done = all(output_present(spark, cfg, tables, o) for o in stage.outputs) and committed(spark, tables, stage.name, fp)
-    return (inputs, fp), done
+    return inputs, fingerprint(stage, cfg, run, inputs)
+
+
+def _done(spark: SparkSession, cfg: Config, tables: Tables, stage: Stage, fp: str) -> bool:
+    """The stage's result for this fingerprint is there (outputs present, fingerprint committed): it is skipped."""
+    return all(output_present(spark, cfg, tables, o) for o in stage.outputs) and committed(spark, tables, stage.name, fp)
 
 
 def committed(spark: SparkSession, tables: Tables, stage: str, fp: str) -> bool:
@@ -435,8 +437,8 @@ def _run_stages(spark: SparkSession, cfg: Config, run: Run, stages: Sequence[Sta
     tables = Tables(cfg.storage)
     reports: list[StageReport] = []
     for stage in stages:
-        (inputs, fp), done = _done(spark, cfg, tables, run, stage)
-        if not force and done:
+        inputs, fp = _state(spark, cfg, tables, run, stage)
+        if not force and _done(spark, cfg, tables, stage, fp):
             reports.append(StageReport(stage.name, "skipped", fingerprint=fp))
             events.emit("stage_skipped", f"== {stage.name}: skipped (committed for these inputs: {fp}) ==",
                         stage=stage.name, fingerprint=fp)

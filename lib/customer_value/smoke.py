@@ -163,7 +163,7 @@ def run(spark: SparkSession, cfg: Config, work_dir: str | None = None, customers
 
     # 1. Delta with the JVM connector: write (v0), MERGE (v1), time travel.
     tables.write(initial_customers(spark), "smoke.customers", mode="overwrite", options={"overwriteSchema": "true"})
-    first_version = tables.delta_table(spark, "smoke.customers").history(1).collect()[0]["version"]
+    first_version = tables.version(spark, "smoke.customers")
     merge_customers(spark, tables, customer_updates(spark))
     versions = {
         v: sorted(tuple(r) for r in tables.read(spark, "smoke.customers", version=first_version + v).collect())

@@ -224,6 +224,10 @@ class Tables:
             return spark.catalog.tableExists(ident)
         return DeltaTable.isDeltaTable(spark, self.location(name))
 
+    def version(self, spark: SparkSession, name: str) -> int:
+        """The table's latest committed version (what a job that reads it now reads)."""
+        return int(self.delta_table(spark, name).history(1).collect()[0]["version"])
+
     def delta_table(self, spark: SparkSession, name: str):
         """The `DeltaTable` handle, for MERGE, history and maintenance."""
         from delta.tables import DeltaTable

@@ -72,7 +72,7 @@ def _log(msg: str) -> None:
 
 def run_id(spark: SparkSession, tables: Tables) -> str:
     """Derived from the bronze versions read: the same input gives the same run id (reruns replace, not add)."""
-    versions = [f"{s}:{tables.delta_table(spark, f'bronze.{s}').history(1).collect()[0]['version']}" for s in SOURCES]
+    versions = [f"{s}:{tables.version(spark, f'bronze.{s}')}" for s in SOURCES]
     return "c" + hashlib.sha256(",".join(versions).encode()).hexdigest()[:15]
 
 

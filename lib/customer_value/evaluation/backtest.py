@@ -12,6 +12,7 @@ gold.customer_features for every snapshot used, gold.backtest_predictions, gold.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -116,12 +117,9 @@ def backtest_inputs(spark: SparkSession, tables: Tables, silver: dict[str, DataF
     Snapshots the tables already hold from the same inputs (the same silver versions, settings and code: the
     pipeline's features stage computes the backtest's snapshots with its own when training is due) are read, not
     computed again (`features.run.fresh_snapshots`)."""
-    key: list[str] = []
-
+    @functools.cache
     def inputs() -> str:
-        if not key:
-            key.append(inputs_key(spark, tables, cfg.features))
-        return key[0]
+        return inputs_key(spark, tables, cfg.features)
 
     def features_for(snapshots: list[date]) -> DataFrame:
         t0 = time.perf_counter()

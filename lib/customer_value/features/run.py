@@ -71,7 +71,7 @@ def read_silver(spark: SparkSession, tables: Tables) -> dict[str, DataFrame]:
 def inputs_key(spark: SparkSession, tables: Tables, cfg: FeaturesConfig) -> str:
     """What features and labels computed now would be a function of: the current version of every silver table
     they read, the features settings and the code's version. Two jobs with the same key compute the same rows."""
-    versions = {t: tables.delta_table(spark, t).history(1).collect()[0]["version"] for t in sorted(SILVER.values())}
+    versions = {t: tables.version(spark, t) for t in sorted(SILVER.values())}
     body = {"silver": versions, "features": cfg.model_dump(mode="json"), "code": __version__}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -61,10 +61,6 @@ class TrainingSet:
         return d
 
 
-def table_version(spark: SparkSession, tables: Tables, name: str) -> int:
-    return int(tables.delta_table(spark, name).history(1).collect()[0]["version"])
-
-
 def validation_flag(seed: int, share: float):
     """True for the customers of the validation split: a hash of the id, so the split never moves."""
     return (F.pmod(F.xxhash64(F.col("customer_id"), F.lit(f"split-{seed}")), F.lit(10_000)) < int(share * 10_000))
@@ -89,7 +85,7 @@ def build_training_set(spark: SparkSession, tables: Tables, features_cfg, snapsh
                        ranks: int, btyd_max_customers: int | None = None) -> TrainingSet:
     """Write train/ and validation/ Parquet under `out_dir` (replaced) and return where, how big, from what.
     `btyd_max_customers`: add BG/NBD + Gamma-Gamma's predictions as inputs (`models.btyd_inputs`)."""
-    versions = {n: table_version(spark, tables, n) for n in (FEATURES, LABELS_TABLE)}
+    versions = {n: tables.version(spark, n) for n in (FEATURES, LABELS_TABLE)}
     rows = labelled_rows(spark, tables, snapshots, horizon_days, versions, btyd_max_customers)
     spec = feature_spec(features_cfg, dict(rows.dtypes))
     if btyd_max_customers is not None:
