@@ -95,7 +95,7 @@ def passthrough(spark, tables, spec, cfg, snapshot, out_path: str) -> float:
 
 def in_memory(model_dir: Path, spec: FeatureSpec, sample: pd.DataFrame, steps: int, batch: int) -> tuple[float, float]:
     """rows/s of predict and of predict + reasons on arrays already in memory (this process, all its threads)."""
-    model = load_saved_model(str(model_dir / "saved_model"))
+    model = load_saved_model(str(model_dir / "saved_model"), os.cpu_count() or 1)
     arrays = arrays_from_frame(sample, spec)
     n = len(sample)
     chunks = [{k: v[i:i + batch] for k, v in arrays.items()} for i in range(0, n, batch)]
@@ -119,7 +119,7 @@ def reasons_quality(model_dir: Path, spec: FeatureSpec, sample: pd.DataFrame, st
     quadrature without completion| / mean |those amounts| (how far from the integral itself)."""
     from customer_value.scoring import reasons
 
-    model = load_saved_model(str(model_dir / "saved_model"))
+    model = load_saved_model(str(model_dir / "saved_model"), os.cpu_count() or 1)
     scale = calibration_of(model_dir)["mean_scale"]
     arrays = arrays_from_frame(sample, spec)
     e_x, groups = Attributor(model, spec, steps, scale).expected(arrays)

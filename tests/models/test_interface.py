@@ -112,6 +112,35 @@ def test_known_weights_within_float_tolerance(spark, cfg, tmp_path):
         assert got[f"c{i}"]["spend_p90"] == pytest.approx(math.exp(mu + 1.2815515655446004 * sigma), rel=1e-5)
 
 
+def test_the_workers_that_loaded_a_model_run_tensorflow_with_the_threads_asked_for(spark, cfg, tmp_path):
+    """A Python worker keeps the thread count of the first model it loaded, and the count changes some float32
+    results in their last bits: the backtest's predictions loaded with TensorFlow's default (one per core), so a
+    score stage run after them in the same process served other digits than the same stage alone. Every loader in
+    a worker sets `threads` (the scoring setting): asked with 1, every worker holding TensorFlow runs with 1."""
+    import pandas as pd
+
+    spec = feature_spec(cfg.features, {f.name: f.dataType.simpleString() for f in features_schema(cfg).fields})
+    artifact = hand_built(spec, tmp_path)
+    feats = features_frame(spark, cfg, [{"customer_id": f"c{i}", "frequency_orders": float(i),
+                                         "snapshot_date": date(2025, 1, 1)} for i in range(40)]).repartition(4)
+    assert score_frame(feats, str(artifact), spec, threads=1).count() == 40
+
+    def threads(batches):
+        import os
+        import sys
+
+        for _ in batches:
+            pass
+        tf = sys.modules.get("tensorflow")
+        yield pd.DataFrame({"pid": [os.getpid()],
+                            "threads": [tf.config.threading.get_intra_op_parallelism_threads() if tf else -1]})
+
+    seen = spark.range(0, 8, numPartitions=8).mapInPandas(threads, "pid long, threads long").toPandas()
+    loaded = seen[seen["threads"] >= 0].drop_duplicates("pid")
+    assert len(loaded) > 0, "no worker that scored was reused"
+    assert set(loaded["threads"]) == {1}, loaded
+
+
 def test_models_side_by_side_with_and_without_intervals(spark):
     labels = spark.createDataFrame([("a", 10.0, 1, False), ("b", 0.0, 0, True)],
                                    "customer_id string, future_spend double, future_orders long, churned boolean")

@@ -41,14 +41,24 @@ def _log(msg: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_saved_model(path: str):
-    """The SavedModel at `path`, loaded at most once per process (keyed by path: a version never shares it)."""
+def load_saved_model(path: str, threads: int = 1):
+    """The SavedModel at `path`, loaded at most once per process (keyed by path: a version never shares it).
+
+    `threads`: TensorFlow's intra-op threads (`scoring.threads_per_worker`), set here on every path that loads a
+    model in a Spark Python worker: a reused worker keeps the thread count of the first model it loaded, and the
+    count changes some float32 results in their last bits. Before, the backtest's predictions loaded with
+    TensorFlow's default (one thread per core) and a score stage that ran after them in the same process, on the
+    same reused workers, served other last digits than the same stage run alone (one customer of 561)."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:                          # this process's runtime already started with them set
+        pass
     return tf.keras.models.load_model(path, compile=False)
 
 
@@ -106,14 +116,15 @@ def calibration_of(model_dir: str | Path) -> dict[str, float]:
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
-                btyd_max_customers: int = 200_000, btyd_fit: ClvModel | None = None) -> DataFrame:
+                btyd_max_customers: int = 200_000, btyd_fit: ClvModel | None = None, threads: int = 1) -> DataFrame:
     """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas (`btyd_fit`:
-    BG/NBD + Gamma-Gamma fitted on these features, where the caller has it; else fitted here)."""
+    BG/NBD + Gamma-Gamma fitted on these features, where the caller has it; else fitted here; `threads`: as
+    `load_saved_model`)."""
     saved = str(Path(model_dir) / "saved_model")
     scale = calibration_of(model_dir)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = load_saved_model(saved)
+        model = load_saved_model(saved, threads)
         for pdf in batches:
             out = predict_arrays(model, arrays_from_frame(pdf, spec), **scale) if len(pdf) else {}
             yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
@@ -262,7 +273,7 @@ class DeepModel:
         fitted = (data.clv(data.snapshot) if data is not None and self.spec is not None and uses_btyd(self.spec)
                   else None)
         return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers,
-                           fitted)
+                           fitted, self.cfg.scoring.threads_per_worker)
 
     def finish(self, metrics: dict, report_dir: str, context: dict[str, str]) -> None:
         """Write the backtest's metrics, report and a model card into the artifact, log them, mark it ready."""

@@ -27,12 +27,13 @@ def model_udf_schema(keep: Sequence[str], reason_count: int) -> str:
 
 
 def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (), reason_count: int = 0,
-                reason_steps: int = 4, btyd=None, threads: int | None = None, fixed: Sequence[str] = ()) -> DataFrame:
+                reason_steps: int = 4, btyd=None, threads: int = 1, fixed: Sequence[str] = ()) -> DataFrame:
     """`model_inputs` rows → customer_id, the predictions, the `keep` input columns and, when `reason_count` > 0,
     reason_1 .. reason_k with their amounts (money, signed), computed in the same batch as the prediction.
 
     `btyd`: an `InBatchBtyd` that fills the model's BG/NBD inputs in each batch (the rows then carry its raw
-    columns). `threads`: TensorFlow's threads per Python worker (Spark already runs one worker per core).
+    columns). `threads`: TensorFlow's threads per Python worker (Spark already runs one worker per core;
+    `models.deep.load_saved_model`).
     `fixed`: features never given as reasons (shop-level context, `reasons.Attributor`)."""
     from customer_value.models.deep import calibration_of
 
@@ -45,9 +46,7 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
         from customer_value.models.network import arrays_from_frame
         from customer_value.scoring.reasons import top_reasons
 
-        if threads:
-            _limit_threads(threads)
-        model = load_saved_model(saved)
+        model = load_saved_model(saved, threads)
         attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed))
                       if reason_count else None)
         for pdf in batches:
@@ -70,17 +69,6 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
             yield pd.DataFrame(frame)
 
     return inputs.mapInPandas(score, model_udf_schema(keep, reason_count))
-
-
-def _limit_threads(threads: int) -> None:
-    """TensorFlow's intra-op pool to `threads`, where this worker has not started TensorFlow's runtime yet (a
-    reused worker keeps what its first task set)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass
 
 
 _ATTRIBUTORS: dict[tuple, object] = {}
