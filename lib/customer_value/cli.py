@@ -292,6 +292,11 @@ def monitor(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
 def print_monitor(result) -> None:
     for r in result.rows[:10]:
         typer.echo(f"  {r['column']:<28} PSI {r['psi']:.3f}  {r['status']}")
+    outside = sorted(((r["outside_training_range"], r["column"]) for r in result.rows
+                      if r.get("outside_training_range")), reverse=True)
+    if outside:
+        typer.echo("outside the model's training range (customers, clipped to it when scored): "
+                   + ", ".join(f"{c} {n:,}" for n, c in outside[:8]) + (" ..." if len(outside) > 8 else ""))
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("retrain", "watch", "stable")}
     typer.echo(f"plot: {result.plot}")
     # the one line a scheduler branches on (with the exit code)

@@ -85,6 +85,10 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(0.002, gt=0, description="Per rank; scaled by the rank count.")
     churn_loss_weight: float = Field(1.0, ge=0)
     btyd_inputs: bool = Field(True, description="BG/NBD + Gamma-Gamma's predictions, fitted at each snapshot, as inputs.")
+    spend_cap_multiple: float = Field(1.0, gt=0, description="The served expected spend and interval are at most this "
+                                                             "× the largest horizon spend in the training labels.")
+    mu_log_margin: float = Field(0.5, ge=0, description="The served model's μ (log spend given a purchase) stays "
+                                                        "within the training buyers' log range ± this.")
     network: NetworkSettings = NetworkSettings()
     horovod: HorovodSettings = HorovodSettings()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import shutil
 import time
 from datetime import date, timedelta
@@ -80,8 +81,8 @@ def traced(model):
     return fn
 
 
-def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
-                   interval_scale: float = 1.0, mean_scale: float = 1.0) -> dict[str, np.ndarray]:
+def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536, interval_scale: float = 1.0,
+                   mean_scale: float = 1.0, spend_cap: float = math.inf) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
@@ -92,27 +93,30 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536,
         churn.append(np.asarray(out[CHURN], dtype=np.float64))
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
-    return predictions(lg, ch, interval_scale, mean_scale)
+    return predictions(lg, ch, interval_scale, mean_scale, spend_cap)
 
 
 def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_scale: float = 1.0,
-                mean_scale: float = 1.0) -> dict[str, np.ndarray]:
-    """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions."""
+                mean_scale: float = 1.0, spend_cap: float = math.inf) -> dict[str, np.ndarray]:
+    """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions;
+    the expected spend and the interval at most `spend_cap` (the artifact's, `ziln.spend_bounds`)."""
     lg = np.asarray(spend_logits, dtype=np.float64)
     ch = np.asarray(churn_logits, dtype=np.float64)
     ch = ch.reshape(len(ch), -1)                                  # [n, towers]
     p, _, _ = distribution(lg)
-    return {"predicted_spend": expected_spend(lg, mean_scale),
+    return {"predicted_spend": np.minimum(expected_spend(lg, mean_scale), spend_cap),
             "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
-            "buy_probability": p, "spend_p10": spend_quantile_if_buying(lg, 0.1, interval_scale),
-            "spend_p90": spend_quantile_if_buying(lg, 0.9, interval_scale)}
+            "buy_probability": p, "spend_p10": np.minimum(spend_quantile_if_buying(lg, 0.1, interval_scale), spend_cap),
+            "spend_p90": np.minimum(spend_quantile_if_buying(lg, 0.9, interval_scale), spend_cap)}
 
 
 def calibration_of(model_dir: str | Path) -> dict[str, float]:
-    """The artifact's calibration of the interval and the mean (1.0 each where the artifact has none)."""
+    """The artifact's calibration of the interval and the mean (1.0 each where the artifact has none) and its
+    cap on the published amounts (none where the artifact predates the bounds)."""
     f = Path(model_dir) / "calibration.json"
     raw = json.loads(f.read_text()) if f.exists() else {}
-    return {k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale")}
+    return {**{k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale")},
+            "spend_cap": float(raw.get("bounds", {}).get("spend_cap", math.inf))}
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
@@ -223,6 +227,7 @@ class DeepModel:
             "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
             "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
             "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
+            "bounds": {"spend_cap_multiple": tc.spend_cap_multiple, "mu_log_margin": tc.mu_log_margin},
             "backward_passes_per_step": tc.horovod.backward_passes_per_step,
             "checkpoint_dir": str(work / "checkpoints"), "out_dir": str(staged), "report_dir": str(work / "ranks"),
         }

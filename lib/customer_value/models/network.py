@@ -3,7 +3,9 @@ orders, an MLP trunk, and two heads trained together (ZILN spend, churn).
 
 Normalisation lives inside the model (Keras `Normalization` with the training split's statistics, not
 adapted here) so the SavedModel takes the spec's transformed inputs and nothing about it can drift from
-training at scoring time.
+training at scoring time. So does the clipping of each numeric input to its training range (`models.spec`:
+no input beyond 10 deviations), and, in the served model, the bounds on the spend distribution's parameters
+(`bounds`): both are plain Keras layers, so anyone who loads the SavedModel gets bounded outputs.
 """
 
 from __future__ import annotations
@@ -34,15 +36,43 @@ def input_names(spec: FeatureSpec) -> list[str]:
     return ["numeric", *[f"cat_{c}" for c in spec.categorical_inputs], "sequence"]
 
 
-def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
-    """The functional model; `spec.stats` must hold the training split's statistics."""
+def clipped(x: tf.Tensor, low: np.ndarray, high: np.ndarray, name: str) -> tf.Tensor:
+    """x clipped to [low, high] per last-axis column (high > low) with built-in layers only, so the SavedModel
+    needs no custom code to load: scaled to [0, 1], a ReLU capped at 1, scaled back."""
+    layers = tf.keras.layers
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    width = high - low
+    unit = layers.Normalization(mean=low.astype(np.float32), variance=(width ** 2).astype(np.float32),
+                                name=f"{name}_unit")(x)
+    unit = layers.ReLU(max_value=1.0, name=f"{name}_clip")(unit)
+    return layers.Normalization(mean=(-low / width).astype(np.float32), variance=(1.0 / width ** 2).astype(np.float32),
+                                name=name)(unit)
+
+
+def build_network(spec: FeatureSpec, cfg: NetworkConfig, bounds: dict | None = None) -> tf.keras.Model:
+    """The functional model; `spec.stats` must hold the training split's statistics. `bounds` (the served
+    model's, `models.ziln.spend_bounds`): the spend head's μ and σ clipped to them; the training model has none
+    (a clipped μ would stop learning while its random start sits outside the range)."""
     st = spec.stats
     layers = tf.keras.layers
     n_num = len(spec.numeric_inputs)
     numeric_in = tf.keras.Input(shape=(n_num,), name="numeric", dtype=tf.float32)
-    std = np.asarray(st["numeric_std"], dtype=np.float32)
-    numeric = layers.Normalization(mean=np.asarray(st["numeric_mean"], np.float32), variance=std**2,
-                                   name="numeric_norm")(numeric_in)
+    std = np.asarray(st["numeric_std"], dtype=np.float64)
+    mean = np.asarray(st["numeric_mean"], dtype=np.float64)
+    if "numeric_min" in st:     # clipped to the training range, then standardised (at most MAX_SD deviations)
+        low, high = np.asarray(st["numeric_min"], np.float64), np.asarray(st["numeric_max"], np.float64)
+        width = np.where(high > low, high - low, 1.0)
+        unit = layers.Normalization(mean=low.astype(np.float32), variance=(width ** 2).astype(np.float32),
+                                    name="numeric_norm_range")(numeric_in)
+        unit = layers.ReLU(max_value=1.0, name="numeric_norm_clip")(unit)
+        # (unit·width + low − mean) / std; an input constant in training is 0 whatever it is at scoring (its
+        # weights never learned anything)
+        scale = np.where(high > low, std / width, 1e6)
+        numeric = layers.Normalization(mean=((mean - low) / width).astype(np.float32),
+                                       variance=(scale ** 2).astype(np.float32), name="numeric_norm")(unit)
+    else:
+        numeric = layers.Normalization(mean=mean.astype(np.float32), variance=(std ** 2).astype(np.float32),
+                                       name="numeric_norm")(numeric_in)
     parts = [numeric]
     inputs = [numeric_in]
     for name in spec.categorical_inputs:
@@ -90,9 +120,24 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig) -> tf.keras.Model:
     else:
         spend = layers.Concatenate(axis=1)([layers.Reshape((1, 3))(t) for t in spends])
         churn = layers.Concatenate(axis=1)(churns)
+    if bounds is not None:
+        from customer_value.models.ziln import logit_bounds
+
+        low, high = logit_bounds(bounds)
+        spend = clipped(spend, low, high, "spend_bound")
     spend = layers.Activation("linear", name=SPEND)(spend)
     churn = layers.Activation("linear", name=CHURN)(churn)
     return tf.keras.Model(inputs, {SPEND: spend, CHURN: churn}, name="customer_value")
+
+
+def served(trained: tf.keras.Model, spec: FeatureSpec, cfg: NetworkConfig, bounds: dict) -> tf.keras.Model:
+    """The network to save and serve: `trained`'s weights in a model whose spend parameters are clipped to
+    `bounds` (`models.ziln.spend_bounds`)."""
+    model = build_network(spec, cfg, bounds)
+    for layer in trained.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
 
 
 def _wide_inputs(numeric: tf.Tensor, spec: FeatureSpec, cfg: NetworkConfig) -> tf.Tensor:

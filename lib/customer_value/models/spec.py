@@ -7,6 +7,13 @@ training split, and stored beside the model, so a customer scored next year is n
 
 Every numeric feature is transformed the same way, sign(x)·log1p(|x|): monotone, defined for the trends'
 negative values, and it tames the heavy tails of spend and counts that otherwise dominate a standardised input.
+
+The network then clips each input to the range the training split held and standardises it with a scale no
+smaller than a tenth of that range (`MAX_SD`): no customer sits further than 10 deviations from the mean. Without
+the floor a rare event (`returns_7d` = 1 on 14 of 167,652 demo training rows: deviation 0.006 after the log)
+put its few holders 110 deviations out, where the network extrapolated its spend distribution to a 90-day
+expectation of 8 million; 3 % of training rows hold some input beyond 8 deviations anyway, so 10 keeps what the
+network learned from in range.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ NUMERIC, CATEGORICAL, SEQUENCE, ID = "numeric", "categorical", "sequence", "id"
 # Channels of the order-sequence input, in order; each is log1p of the catalogue's array, plus a presence flag.
 SEQUENCE_CHANNELS = ("seq_days_before", "seq_amount", "seq_items")
 UNKNOWN = "<unknown>"
+# The largest |standardised input| the network sees: the scale of an input is at least its training range / MAX_SD.
+MAX_SD = 10.0
 # The training set's two array columns: every numeric input, and the flattened sequence, in the spec's order.
 NUMERIC_BLOCK, SEQUENCE_BLOCK = "numeric", "sequence"
 
@@ -164,13 +173,21 @@ def transformed(features: DataFrame, spec: FeatureSpec, carry: Sequence[str] = (
 
 
 def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocabulary: int = 200) -> FeatureSpec:
-    """Means and deviations of the numeric inputs, per-channel ones of the sequence, and the categorical
-    vocabularies (values seen at least `min_count` times, most frequent first), from `transformed` rows of the
-    training split only: one Spark pass for the moments, one for every categorical's value counts."""
+    """Means, scales and ranges of the numeric inputs (the scale: the deviation, at least the range / `MAX_SD`),
+    per-channel moments of the sequence, the categorical vocabularies (values seen at least `min_count` times,
+    most frequent first) and, where the rows carry `future_spend`, the range of the spend labels, from
+    `transformed` rows of the training split only: one Spark pass for the moments, one for every categorical's
+    value counts."""
     numeric = spec.numeric_inputs
     aggs = []
     for n in numeric:
-        aggs += [F.avg(n).alias(f"m:{n}"), F.stddev_pop(n).alias(f"s:{n}")]
+        aggs += [F.avg(n).alias(f"m:{n}"), F.stddev_pop(n).alias(f"s:{n}"), F.min(n).alias(f"lo:{n}"),
+                 F.max(n).alias(f"hi:{n}")]
+    if "future_spend" in train.columns:     # the labels the rows carry: the range the spend head is bounded to
+        spend = F.col("future_spend").cast("double")
+        log_spend = F.when(spend > 0, F.log(spend))
+        aggs += [F.min(log_spend).alias("y:log_min"), F.max(log_spend).alias("y:log_max"),
+                 F.max(spend).alias("y:max"), F.count(log_spend).alias("y:buyers")]
     nch = len(SEQUENCE_CHANNELS)
     presence = [F.col(f"seq_p{p:02d}_c{nch}") for p in range(spec.sequence_length)]
     present_n = sum(presence[1:], presence[0])
@@ -184,7 +201,9 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
     with session_conf(train.sparkSession, {"spark.sql.codegen.maxFields": str(max(100, 4 * len(aggs)))}):
         row = train.agg(*aggs).collect()[0].asDict()
     mean = [float(row[f"m:{n}"] or 0.0) for n in numeric]
-    std = [float(row[f"s:{n}"] or 0.0) or 1.0 for n in numeric]
+    low = [float(row[f"lo:{n}"] or 0.0) for n in numeric]
+    high = [float(row[f"hi:{n}"] or 0.0) for n in numeric]
+    std = [max(float(row[f"s:{n}"] or 0.0), (hi - lo) / MAX_SD) or 1.0 for n, lo, hi in zip(numeric, low, high)]
     constant = [n for n in numeric if not float(row[f"s:{n}"] or 0.0) > 1e-12]
     n = float(row["seq:n"] or 0.0) or 1.0
     seq_mean, seq_std = [], []
@@ -203,9 +222,12 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
             ordered = sorted(((r["count"], r["value"]) for r in counts if r["input"] == name and r["value"] != UNKNOWN),
                              key=lambda t: (-t[0], t[1]))
             vocab[name] = [v for _, v in ordered[:max_vocabulary]]
-    spec.stats = {**spec.stats, "numeric_mean": mean, "numeric_std": std, "sequence_mean": seq_mean,
-                  "sequence_std": seq_std, "constant_numeric": constant,
+    spec.stats = {**spec.stats, "numeric_mean": mean, "numeric_std": std, "numeric_min": low, "numeric_max": high,
+                  "sequence_mean": seq_mean, "sequence_std": seq_std, "constant_numeric": constant,
                   "vocabularies": vocab}
+    if "y:buyers" in row:
+        spec.stats["spend_labels"] = {"buyers": int(row["y:buyers"] or 0), "max": float(row["y:max"] or 0.0),
+                                      "log_min": row["y:log_min"], "log_max": row["y:log_max"]}
     return spec
 
 

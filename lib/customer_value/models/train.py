@@ -47,7 +47,7 @@ def train(plan: dict) -> dict:
     import tensorflow as tf
 
     from customer_value.models import data
-    from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network, churn_loss
+    from customer_value.models.network import CHURN, SPEND, NetworkConfig, build_network, churn_loss, served
     from customer_value.models.spec import FeatureSpec, resolved_network
     from customer_value.models.ziln import ziln_loss
 
@@ -179,11 +179,13 @@ def train(plan: dict) -> dict:
     final = read_state(checkpoints) if rank == 0 else None
     if rank == 0:
         # no Horovod optimizer: anyone can load it
-        clean = build_network(spec, NetworkConfig(**resolved_network(plan["network"], spec)))
+        net = NetworkConfig(**resolved_network(plan["network"], spec))
+        clean = build_network(spec, net)
         clean.load_weights(str(checkpoints / "best"))
+        calibration = calibrate(clean, plan["validation_url"], spec, plan.get("bounds", {}))
         out.mkdir(parents=True, exist_ok=True)
-        clean.save(str(out / "saved_model"), include_optimizer=False)
-        _write_json(out / "calibration.json", calibrate(clean, plan["validation_url"], spec))
+        served(clean, spec, net, calibration["bounds"]).save(str(out / "saved_model"), include_optimizer=False)
+        _write_json(out / "calibration.json", calibration)
         wrote += [str(out / "saved_model"), str(out / "calibration.json")]
         lap("save")
     report = {
@@ -203,13 +205,15 @@ def train(plan: dict) -> dict:
     return report
 
 
-def calibrate(model, validation_url: str, spec) -> dict:
-    """The interval's calibration on the whole validation split (rank 0, after training)."""
+def calibrate(model, validation_url: str, spec, settings: dict) -> dict:
+    """The served model's bounds (`ziln.spend_bounds`, from the training labels' range in the spec and the σ the
+    network gives the validation split) and, on the bounded outputs, the interval's and the mean's calibration
+    (rank 0, after training). `settings`: `spend_cap_multiple` and `mu_log_margin` (training config)."""
     import numpy as np
 
     from customer_value.models import data
     from customer_value.models.network import SPEND
-    from customer_value.models.ziln import interval_scale, mean_scale
+    from customer_value.models.ziln import bounded, interval_scale, mean_scale, spend_bounds
 
     logits, spend = [], []
     with data.reader(validation_url, data.columns_for(spec), 0, 1, epochs=1) as r:
@@ -217,8 +221,11 @@ def calibrate(model, validation_url: str, spec) -> dict:
             logits.append(np.asarray(model(x, training=False)[SPEND]))
             spend.append(y["spend"].numpy())
     lg, y = np.concatenate(logits), np.concatenate(spend)
+    bounds = spend_bounds(spec.stats["spend_labels"], np.logaddexp(0.0, lg[..., 2]).ravel(),
+                          settings.get("mu_log_margin", 0.5), settings.get("spend_cap_multiple", 1.0))
+    lg = bounded(lg, bounds)
     return {"interval_scale": interval_scale(lg, y), "mean_scale": mean_scale(lg, y), "validation_rows": int(len(y)),
-            "validation_buyers": int((y > 0).sum())}
+            "validation_buyers": int((y > 0).sum()), "bounds": bounds}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,46 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtri
 
 SIGMA_FLOOR = 1e-3   # keeps the lognormal's scale away from 0 (the likelihood explodes there)
+BUY_LOGIT_LIMIT = 30.0   # |logit of P(buy)| in a served model: P within 1e-13 of 0 or 1 already
+
+
+def spend_bounds(labels: dict, sigma: np.ndarray, log_margin: float, cap_multiple: float,
+                 sigma_quantiles: tuple[float, float] = (0.001, 0.999)) -> dict:
+    """The served model's bounds: μ within the training buyers' log spend range widened by `log_margin` each
+    side; σ within the `sigma_quantiles` of the σ the trained network gives held-out rows (what it says about
+    customers like those it learned from); the published expected spend and interval at most `cap_multiple` ×
+    the largest horizon spend in the training labels.
+
+    Why: the network extrapolates μ and σ linearly in inputs it rarely saw, and the expectation exp(μ + σ²/2)
+    turns a σ of 5 into a factor of 270,000 (a demo customer was expected to spend 8.4 million in 90 days, the
+    largest 90-day spend in training being 11,202). Bounded, the rare customer gets the most extreme
+    distribution the model gave anyone in validation, and no amount above the largest a customer ever spent."""
+    log_min, log_max = labels.get("log_min"), labels.get("log_max")
+    if log_min is None or log_max is None or labels.get("max", 0.0) <= 0:
+        raise ValueError("no buyer in the training labels: the spend distribution cannot be bounded")
+    sig = np.asarray(sigma, dtype=np.float64)
+    lo, hi = (np.quantile(sig, sigma_quantiles) if len(sig) else (SIGMA_FLOOR, 1.0))
+    return {"mu_min": float(log_min) - log_margin, "mu_max": float(log_max) + log_margin,
+            "sigma_min": float(max(lo, SIGMA_FLOOR)), "sigma_max": float(max(hi, lo * (1 + 1e-6), 2 * SIGMA_FLOOR)),
+            "spend_cap": float(cap_multiple * labels["max"])}
+
+
+def _raw_sigma(sigma: float) -> float:
+    """softplus⁻¹(σ): the head's third output that gives σ."""
+    return float(sigma + np.log(-np.expm1(-sigma)))
+
+
+def logit_bounds(bounds: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the spend head's three outputs (buy logit, μ, raw σ) under `bounds`."""
+    low = np.array([-BUY_LOGIT_LIMIT, bounds["mu_min"], _raw_sigma(bounds["sigma_min"])])
+    high = np.array([BUY_LOGIT_LIMIT, bounds["mu_max"], _raw_sigma(bounds["sigma_max"])])
+    return low, high
+
+
+def bounded(logits: np.ndarray, bounds: dict) -> np.ndarray:
+    """The spend logits as a served model with `bounds` gives them (`network.build_network(..., bounds)`)."""
+    low, high = logit_bounds(bounds)
+    return np.clip(np.asarray(logits, dtype=np.float64), low, high)
 
 
 def _sigma(raw):

@@ -57,6 +57,18 @@ def reference_edges(df: DataFrame, columns: Sequence[str], bins: int, relative_e
     return {c: sorted(set(q)) for c, q in zip(columns, qs)}
 
 
+def outside_range(df: DataFrame, ranges: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Rows of `df` whose value of each column lies outside its (min, max), in one Spark pass: customers the
+    model scores from inputs it never saw. The network clips them to the range (`models.network`): bounded,
+    but extrapolated all the same, so the monitor counts them."""
+    if not ranges:
+        return {}
+    margin = 1e-6      # the range went through float32 and a log: a training value on its edge is not outside
+    row = df.agg(*(F.sum(F.when((F.col(c) < lo - margin * (1 + abs(lo))) | (F.col(c) > hi + margin * (1 + abs(hi))),
+                                1).otherwise(0)).alias(c) for c, (lo, hi) in ranges.items())).collect()[0]
+    return {c: int(row[c] or 0) for c in ranges}
+
+
 def psi(reference: dict[int, float], current: dict[int, float]) -> float:
     keys = set(reference) | set(current)
     r = np.array([max(reference.get(k, 0.0), FLOOR) for k in keys])

@@ -31,6 +31,7 @@ one reason; the order sequence is one reason per channel.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -87,9 +88,11 @@ class Attributor:
     """Expected spend and its integrated-gradient attributions for batches of a SavedModel's inputs."""
 
     def __init__(self, model, spec: FeatureSpec, steps: int = 4, mean_scale: float = 1.0,
-                 fixed: Sequence[str] = ()) -> None:
+                 fixed: Sequence[str] = (), spend_cap: float = math.inf) -> None:
         """`fixed`: features whose reference is the customer's own value, so they are never a reason (shop-level
-        context such as the season: one value for every customer of a snapshot, not what sets them apart)."""
+        context such as the season: one value for every customer of a snapshot, not what sets them apart).
+        `spend_cap`: the artifact's cap on the expected spend, applied here too so the reasons add up to the
+        published amount."""
         import tensorflow as tf
 
         self.names, numeric_group, sequence_group = reason_groups(spec)
@@ -98,7 +101,8 @@ class Attributor:
         self._to_groups_s = np.eye(len(self.names))[sequence_group]
         self.ref_numeric, self.ref_sequence = reference_inputs(spec)
         self.steps = steps
-        self.mean_scale = mean_scale
+        self.mean_scale, self.spend_cap = mean_scale, spend_cap
+        cap = tf.constant(min(spend_cap, 3e38), tf.float32)
         alphas = tf.constant((np.arange(steps, dtype=np.float32) + 0.5) / steps)
         k2 = tf.constant(mean_scale * mean_scale, tf.float32)
         ref_n, ref_s = tf.constant(self.ref_numeric), tf.constant(self.ref_sequence)
@@ -109,7 +113,8 @@ class Attributor:
                 logits = logits[:, None, :]
             p = tf.sigmoid(logits[..., 0])
             sigma = tf.maximum(tf.nn.softplus(logits[..., 2]), 1e-3)
-            return tf.reduce_mean(p * tf.exp(tf.minimum(logits[..., 1] + 0.5 * k2 * sigma * sigma, 80.0)), axis=1)
+            return tf.minimum(tf.reduce_mean(p * tf.exp(tf.minimum(logits[..., 1] + 0.5 * k2 * sigma * sigma, 80.0)),
+                                             axis=1), cap)
 
         def expected(inputs):
             return expected_of(model(inputs, training=False)["spend"])
@@ -151,7 +156,7 @@ class Attributor:
         from customer_value.models.deep import predictions
 
         spend, churn, groups = self(arrays)
-        return predictions(spend, churn, mean_scale=self.mean_scale)["predicted_spend"], groups
+        return predictions(spend, churn, mean_scale=self.mean_scale, spend_cap=self.spend_cap)["predicted_spend"], groups
 
 
 def top_reasons(names: list[str], amounts: np.ndarray, top: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -308,19 +308,38 @@ def monitor(spark: SparkSession, cfg: Config, snapshot: date | None = None) -> M
     current = drift.bin_shares(feats, feature_edges)
     current.update(drift.bin_shares(at.select(F.col("expected_spend").alias("value_score"), "churn_probability"),
                                     {c: edges[c] for c in ("value_score", "churn_probability")}))
+    outside = drift.outside_range(feats, training_ranges(_spec(model), feature_edges))
     rows = []
     for column in edges:
         value = drift.psi(ref_shares[column], current[column])
         rows.append({"snapshot_date": snapshot, "model_name": model.name, "model_version": model.version,
                      "reference_snapshot": date.fromisoformat(meta["snapshot"]), "column": column,
                      "kind": "score" if column in ("value_score", "churn_probability") else "feature",
-                     "psi": value, "status": drift.status(value, mc.watch, mc.retrain)})
+                     "psi": value, "status": drift.status(value, mc.watch, mc.retrain),
+                     "outside_training_range": outside.get(column)})
     frame = spark.createDataFrame(rows, "snapshot_date date, model_name string, model_version int, "
-                                        "reference_snapshot date, column string, kind string, psi double, status string")
-    tables.write(frame, "gold.drift", replace_where=f"snapshot_date = '{snapshot}'")
+                                        "reference_snapshot date, column string, kind string, psi double, status string, "
+                                        "outside_training_range long")
+    tables.write(frame, "gold.drift", replace_where=f"snapshot_date = '{snapshot}'", options={"mergeSchema": "true"})
     worst = max((r["status"] for r in rows), key=["stable", "watch", "retrain"].index)
     plot = drift_plot(cfg, snapshot, rows, mc.watch, mc.retrain)
     return MonitorResult(snapshot, model.label, worst, sorted(rows, key=lambda r: -r["psi"]), plot)
+
+
+def training_ranges(spec: FeatureSpec, columns) -> dict[str, tuple[float, float]]:
+    """Each stored feature's (min, max) on the model's training split, undoing the spec's sign·log1p; none for a
+    model trained before the spec recorded ranges."""
+    import math
+
+    if "numeric_min" not in spec.stats:
+        return {}
+    index = {n: i for i, n in enumerate(spec.numeric_inputs)}
+
+    def unlog(v: float) -> float:
+        return math.copysign(math.expm1(abs(v)), v)
+
+    return {c: (unlog(spec.stats["numeric_min"][index[c]]), unlog(spec.stats["numeric_max"][index[c]]))
+            for c in columns if c in index}
 
 
 def drift_plot(cfg: Config, snapshot: date, rows: list[dict], watch: float, retrain: float) -> str:

@@ -7,6 +7,8 @@ a new path, never a stale cache entry.
 
 from __future__ import annotations
 
+import math
+
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -47,7 +49,8 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
         from customer_value.scoring.reasons import top_reasons
 
         model = load_saved_model(saved, threads)
-        attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed))
+        attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed),
+                                  scale["spend_cap"])
                       if reason_count else None)
         for pdf in batches:
             if not len(pdf):
@@ -74,13 +77,14 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
 _ATTRIBUTORS: dict[tuple, object] = {}
 
 
-def _attributor(saved: str, model, spec, steps: int, mean_scale: float, fixed: tuple[str, ...] = ()):
+def _attributor(saved: str, model, spec, steps: int, mean_scale: float, fixed: tuple[str, ...] = (),
+                spend_cap: float = math.inf):
     """One traced attribution function per worker, model version and settings."""
     from customer_value.scoring.reasons import Attributor
 
-    key = (saved, steps, mean_scale, fixed)
+    key = (saved, steps, mean_scale, fixed, spend_cap)
     if key not in _ATTRIBUTORS:
-        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale, fixed)
+        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale, fixed, spend_cap)
     return _ATTRIBUTORS[key]
 
 
