@@ -68,7 +68,7 @@ def main() -> None:
           f"{cfg.training.btyd_inputs} ({time.perf_counter() - t0:.0f} s)")
     for model in (RFM, CLV, DeepModel.name):
         print(f"{model:<20} spend Gini {m[model]['spend_gini']:.3f}  churn ROC-AUC {m[model]['churn_roc_auc']:.3f}  "
-              f"spend MAE {m[model]['spend_mae']:.1f}")
+              f"spend MAE {m[model]['spend_mae']:.1f}  predicted/actual total {m[model]['spend_total_ratio']:.3f}")
     deep, clv = (preds[preds.model == name].set_index("customer_id").sort_index() for name in (DeepModel.name, CLV))
     assert deep.index.equals(clv.index), "both models score the same customers"
     gini = paired_difference(normalised_gini, deep.actual_spend, deep.predicted_spend, clv.predicted_spend)

@@ -188,6 +188,9 @@ def test_spend_metrics_hand_computed():
     assert m["spend_top_decile_capture"] == pytest.approx(0.5)
     # One customer per decile; deciles with actual > 0: 10/100, 10/50, 5/20, 5/15, 5/10, 4/5 -> mean of six.
     assert m["spend_decile_mape"] == pytest.approx((0.1 + 0.2 + 0.25 + 1 / 3 + 0.5 + 0.8) / 6)
+    # predicted total 229 against an actual 200
+    assert m["spend_total_ratio"] == pytest.approx(229 / 200)
+    assert math.isnan(spend_metrics([0, 0], [1, 2])["spend_total_ratio"])
     assert set(m) == {k for k in METRICS if k.startswith("spend_")}
 
 

@@ -63,6 +63,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "spend_gini": ("higher", "normalised Gini: model ranking's gain over random, as a share of the ideal's"),
     "spend_top_decile_capture": ("higher", "share of actual spend held by the 10% with highest predicted spend"),
     "spend_decile_mape": ("lower", "mean over predicted-spend deciles of |sum predicted - sum actual| / sum actual"),
+    "spend_total_ratio": ("target 1.0", "sum of predicted spend / sum of actual spend: the budget a marketer would "
+                                        "plan on, against what came"),
     "interval_coverage_buyers": ("target 0.8", "share of buyers whose spend is inside the 10-90 % interval of spend given a purchase"),
 }
 
@@ -242,7 +244,8 @@ def decile_mape(actual, predicted) -> float:
 
 
 def spend_metrics(actual, predicted) -> dict[str, float]:
-    """Error (MAE, RMSE), ranking (Spearman, Gini, top-decile capture) and segment level (decile MAPE) of spend."""
+    """Error (MAE, RMSE), ranking (Spearman, Gini, top-decile capture), segment level (decile MAPE) and total
+    level (predicted ÷ actual total: a rank metric cannot see an amount that is off by a factor) of spend."""
     a, p = _spend_inputs(actual, predicted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConstantInputWarning)  # constant input: NaN is the answer
@@ -256,6 +259,7 @@ def spend_metrics(actual, predicted) -> dict[str, float]:
         # read off the gain curve, so a tie across the 10% cut counts pro rata rather than by row order
         "spend_top_decile_capture": float(np.interp(0.1, share_of_customers, share_of_spend)),
         "spend_decile_mape": decile_mape(a, p),
+        "spend_total_ratio": float(p.sum() / a.sum()) if a.sum() > 0 else NAN,
     }
 
 
