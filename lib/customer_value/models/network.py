@@ -36,17 +36,23 @@ def input_names(spec: FeatureSpec) -> list[str]:
     return ["numeric", *[f"cat_{c}" for c in spec.categorical_inputs], "sequence"]
 
 
-def clipped(x: tf.Tensor, low: np.ndarray, high: np.ndarray, name: str) -> tf.Tensor:
-    """x clipped to [low, high] per last-axis column (high > low) with built-in layers only, so the SavedModel
-    needs no custom code to load: scaled to [0, 1], a ReLU capped at 1, scaled back."""
+def _unit(x: tf.Tensor, low: np.ndarray, width: np.ndarray, name: str) -> tf.Tensor:
+    """(x − low) / width per last-axis column, clipped to [0, 1], with built-in layers only (a SavedModel that
+    needs no custom code to load): a fixed `Normalization`, then a ReLU capped at 1."""
     layers = tf.keras.layers
+    variance = (np.asarray(width, np.float64) ** 2).astype(np.float32)
+    unit = layers.Normalization(mean=np.asarray(low, np.float32), variance=variance, name=f"{name}_unit")(x)
+    return layers.ReLU(max_value=1.0, name=f"{name}_clip")(unit)
+
+
+def clipped(x: tf.Tensor, low: np.ndarray, high: np.ndarray, name: str) -> tf.Tensor:
+    """x clipped to [low, high] per last-axis column (high > low): scaled to [0, 1] and clipped (`_unit`), then
+    scaled back."""
     low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
     width = high - low
-    unit = layers.Normalization(mean=low.astype(np.float32), variance=(width ** 2).astype(np.float32),
-                                name=f"{name}_unit")(x)
-    unit = layers.ReLU(max_value=1.0, name=f"{name}_clip")(unit)
-    return layers.Normalization(mean=(-low / width).astype(np.float32), variance=(1.0 / width ** 2).astype(np.float32),
-                                name=name)(unit)
+    return tf.keras.layers.Normalization(mean=(-low / width).astype(np.float32),
+                                         variance=(1.0 / width ** 2).astype(np.float32), name=name)(
+        _unit(x, low, width, name))
 
 
 def build_network(spec: FeatureSpec, cfg: NetworkConfig, bounds: dict | None = None) -> tf.keras.Model:
@@ -62,9 +68,7 @@ def build_network(spec: FeatureSpec, cfg: NetworkConfig, bounds: dict | None = N
     if "numeric_min" in st:     # clipped to the training range, then standardised (at most MAX_SD deviations)
         low, high = np.asarray(st["numeric_min"], np.float64), np.asarray(st["numeric_max"], np.float64)
         width = np.where(high > low, high - low, 1.0)
-        unit = layers.Normalization(mean=low.astype(np.float32), variance=(width ** 2).astype(np.float32),
-                                    name="numeric_norm_range")(numeric_in)
-        unit = layers.ReLU(max_value=1.0, name="numeric_norm_clip")(unit)
+        unit = _unit(numeric_in, low, width, "numeric_norm")
         # (unit·width + low − mean) / std; an input constant in training is 0 whatever it is at scoring (its
         # weights never learned anything)
         scale = np.where(high > low, std / width, 1e6)

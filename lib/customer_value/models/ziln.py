@@ -29,7 +29,7 @@ def spend_bounds(labels: dict, sigma: np.ndarray, log_margin: float, cap_multipl
 
     Why: the network extrapolates μ and σ linearly in inputs it rarely saw, and the expectation exp(μ + σ²/2)
     turns a σ of 5 into a factor of 270,000 (a demo customer was expected to spend 8.4 million in 90 days, the
-    largest 90-day spend in training being 11,202). Bounded, the rare customer gets the most extreme
+    largest 90-day spend in its training labels being 17,083). Bounded, the rare customer gets the most extreme
     distribution the model gave anyone in validation, and no amount above the largest a customer ever spent."""
     log_min, log_max = labels.get("log_min"), labels.get("log_max")
     if log_min is None or log_max is None or labels.get("max", 0.0) <= 0:
