@@ -89,6 +89,10 @@ class TrainingConfig(_Strict):
                                                              "× the largest horizon spend in the training labels.")
     mu_log_margin: float = Field(0.5, ge=0, description="The served model's μ (log spend given a purchase) stays "
                                                         "within the training buyers' log range ± this.")
+    level_check: bool = Field(True, description="Before training, a model of the same settings trained on the "
+                              "snapshots whose horizon ended by S - H is scored at S - H: its predicted total "
+                              "over the actual one sets the served model's level (`level_scale`), a check one "
+                              "horizon ahead in time that the validation split cannot make.")
     network: NetworkSettings = NetworkSettings()
     horovod: HorovodSettings = HorovodSettings()
 

@@ -200,6 +200,29 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
         run_backtest(spark, cfg, result.snapshot - timedelta(days=60), 30, [loaded])
 
 
+def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark, trained):
+    """The level check: the same settings trained on snapshots whose labels end by S − H, scored at S − H against
+    the labels there (which end by S); its actual ÷ predicted total is the served level, recorded in the artifact,
+    and the published amounts carry it."""
+    from customer_value.models.ziln import level_scale
+
+    cfg, result, deep = trained
+    level = deep.training["level_check"]
+    at = date.fromisoformat(level["snapshot"])
+    h = timedelta(days=result.horizon_days)
+    assert at == result.snapshot - h
+    assert level["training_snapshots"] and all(date.fromisoformat(s) + h <= at for s in level["training_snapshots"])
+    # its actual total is S − H's labels, recomputed here from gold.customer_labels
+    labels = read(cfg, "gold.customer_labels")
+    there = labels[(labels.snapshot_date.astype(str) == str(at)) & (labels.horizon_days == result.horizon_days)]
+    assert level["actual_total"] == pytest.approx(float(there.future_spend.sum()))
+    assert level["customers"] == len(there) and level["buyers"] == int((there.future_spend > 0).sum())
+    assert level["level_scale"] == level_scale(level["predicted_total"], level["actual_total"], level["buyers"])
+    assert level["level_scale"] != 1.0
+    calibration = json.loads((deep.registered.path / "calibration.json").read_text())
+    assert calibration["level_scale"] == level["level_scale"]
+
+
 def test_the_trained_model_scores_the_snapshot_into_tiers_that_mean_something(spark, trained):
     """`customer-value score` with the registered model: the backtest's own predictions, a fifth of the customers
     in the high tier, tiers ordered by the spend that followed, three reasons each, named segments; the monitor."""

@@ -128,3 +128,28 @@ def test_mean_scale_shrinks_sigma_until_the_held_out_totals_agree():
     assert expected_spend(lg[half:], k).sum() == pytest.approx(y[half:].sum(), rel=0.03)
     assert mean_scale(lg[:half], 3 * y[:half]) == 1.0          # never inflates
     assert mean_scale(lg[:50], y[:50]) == 1.0                  # too few rows to tell
+
+
+def test_level_scale_is_actual_over_predicted_within_its_range():
+    from customer_value.models.ziln import LEVEL_RANGE, level_scale
+
+    assert level_scale(1330.0, 1000.0, 500) == pytest.approx(1000.0 / 1330.0)
+    assert level_scale(875.0, 1000.0, 500) == pytest.approx(1000.0 / 875.0)
+    assert level_scale(100.0, 1000.0, 500) == LEVEL_RANGE[1]          # never more than doubles...
+    assert level_scale(1000.0, 100.0, 500) == LEVEL_RANGE[0]          # ...or halves
+    assert level_scale(1330.0, 1000.0, 19) == 1.0                     # too few buyers to tell
+    assert level_scale(0.0, 1000.0, 500) == 1.0                       # nothing predicted: nothing to scale
+    assert level_scale(float("inf"), 1000.0, 500) == 1.0
+
+
+def test_the_level_scales_the_expected_spend_under_the_cap_and_not_the_interval():
+    from customer_value.models.deep import predictions
+
+    lg = np.array([[2.0, 5.0, 0.3], [1.0, 9.0, 0.5]])
+    ch = np.zeros((2, 1))
+    plain, levelled = predictions(lg, ch, spend_cap=6000.0), predictions(lg, ch, spend_cap=6000.0, level_scale=0.8)
+    assert levelled["predicted_spend"][0] == pytest.approx(0.8 * plain["predicted_spend"][0])
+    assert plain["predicted_spend"][1] == 6000.0 and levelled["predicted_spend"][1] == pytest.approx(
+        min(6000.0, 0.8 * predictions(lg, ch)["predicted_spend"][1]))
+    for k in ("spend_p10", "spend_p90", "buy_probability", "churn_probability"):
+        np.testing.assert_array_equal(levelled[k], plain[k])

@@ -112,3 +112,15 @@ def test_a_fixed_feature_is_never_a_reason_and_the_rest_stay_complete():
     base = z.copy()
     base[:, 0] = 0.0                       # spend at the reference; recency and its flag at the customer's own
     np.testing.assert_allclose(groups.sum(axis=1), value - handmade.expected_spend(base), rtol=1e-4, atol=1e-3)
+
+
+def test_with_a_level_the_reasons_add_up_to_the_levelled_amount():
+    """The artifact's level (`ziln.level_scale`) scales the published amount; the reasons scale with it, so they
+    still add up to E(x) − E(reference), both levelled."""
+    s = handmade.spec()
+    x = some_customers()
+    value, groups = Attributor(handmade.model(s), s, steps=4, level_scale=0.75).expected(arrays(x, s))
+    z = handmade.normalised(x, s)
+    np.testing.assert_allclose(value, 0.75 * handmade.expected_spend(z), rtol=1e-4)
+    reference = 0.75 * handmade.expected_spend(np.zeros((1, 3)))[0]
+    np.testing.assert_allclose(groups.sum(axis=1), value - reference, rtol=1e-4, atol=1e-3)

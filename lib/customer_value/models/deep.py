@@ -20,14 +20,15 @@ from pyspark.sql import DataFrame
 
 from customer_value.baselines.clv import ClvModel
 from customer_value.config import Config
-from customer_value.evaluation.models import BacktestData
+from customer_value.evaluation.metrics import normalised_gini
+from customer_value.evaluation.models import BacktestData, snapshots_before
 from customer_value.landing import under_root
 from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared, uses_btyd
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
-from customer_value.models.ziln import distribution, expected_spend, spend_quantile_if_buying
+from customer_value.models.ziln import distribution, expected_spend, level_scale, spend_quantile_if_buying
 
 PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
                "spend_p10 double, spend_p90 double")
@@ -82,7 +83,8 @@ def traced(model):
 
 
 def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536, interval_scale: float = 1.0,
-                   mean_scale: float = 1.0, spend_cap: float = math.inf) -> dict[str, np.ndarray]:
+                   mean_scale: float = 1.0, spend_cap: float = math.inf,
+                   level_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
@@ -93,29 +95,32 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536, int
         churn.append(np.asarray(out[CHURN], dtype=np.float64))
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
-    return predictions(lg, ch, interval_scale, mean_scale, spend_cap)
+    return predictions(lg, ch, interval_scale, mean_scale, spend_cap, level_scale)
 
 
 def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_scale: float = 1.0,
-                mean_scale: float = 1.0, spend_cap: float = math.inf) -> dict[str, np.ndarray]:
+                mean_scale: float = 1.0, spend_cap: float = math.inf,
+                level_scale: float = 1.0) -> dict[str, np.ndarray]:
     """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions;
-    the expected spend and the interval at most `spend_cap` (the artifact's, `ziln.spend_bounds`)."""
+    the expected spend times `level_scale` (the time-forward level, `ziln.level_scale`), and it and the interval
+    at most `spend_cap` (the artifact's, `ziln.spend_bounds`). The interval is of spend given a purchase: the
+    level, a correction of the total, does not move it."""
     lg = np.asarray(spend_logits, dtype=np.float64)
     ch = np.asarray(churn_logits, dtype=np.float64)
     ch = ch.reshape(len(ch), -1)                                  # [n, towers]
     p, _, _ = distribution(lg)
-    return {"predicted_spend": np.minimum(expected_spend(lg, mean_scale), spend_cap),
+    return {"predicted_spend": np.minimum(level_scale * expected_spend(lg, mean_scale), spend_cap),
             "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
             "buy_probability": p, "spend_p10": np.minimum(spend_quantile_if_buying(lg, 0.1, interval_scale), spend_cap),
             "spend_p90": np.minimum(spend_quantile_if_buying(lg, 0.9, interval_scale), spend_cap)}
 
 
 def calibration_of(model_dir: str | Path) -> dict[str, float]:
-    """The artifact's calibration of the interval and the mean (1.0 each where the artifact has none) and its
-    cap on the published amounts (none where the artifact predates the bounds)."""
+    """The artifact's calibration of the interval, the mean and the level (1.0 each where the artifact has none)
+    and its cap on the published amounts (none where the artifact predates the bounds)."""
     f = Path(model_dir) / "calibration.json"
     raw = json.loads(f.read_text()) if f.exists() else {}
-    return {**{k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale")},
+    return {**{k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale", "level_scale")},
             "spend_cap": float(raw.get("bounds", {}).get("spend_cap", math.inf))}
 
 
@@ -192,7 +197,81 @@ class DeepModel:
         to adopt (nothing is trained)."""
         if self.registered is not None or registry.unfinished(self.cfg, self._run_key(data)) is not None:
             return []
-        return data.snapshots(self.cfg.training.snapshots, self.cfg.training.snapshot_step_days)
+        tc = self.cfg.training
+        return sorted({*data.snapshots(tc.snapshots, tc.snapshot_step_days), *self._level_snapshots(data)})
+
+    def _level_snapshots(self, data: BacktestData) -> list[date]:
+        """The time-forward level check's training snapshots (horizon ended by S − H), then S − H where it is
+        scored (its labels end by S); none where the check is off or nothing precedes S − H."""
+        tc = self.cfg.training
+        if not tc.level_check:
+            return []
+        at = data.snapshot - timedelta(days=data.horizon_days)
+        train = snapshots_before(at, data.horizon_days, data.first_day, self.cfg.backtest.min_history_days,
+                                 tc.snapshots, tc.snapshot_step_days)
+        return [*train, at] if train else []
+
+    def _plan(self, work: Path, ts, out_dir: Path) -> dict:
+        """The Horovod ranks' plan for a training set built under `work / "data"`: this config's training
+        settings, the network resolved on that split (`wide: auto`), checkpoints and rank reports under `work`."""
+        tc = self.cfg.training
+        spec_path = work / "data" / "spec.json"
+        network = resolved_network(tc.network.model_dump(), FeatureSpec.from_json(spec_path.read_text()))
+        return {
+            "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(spec_path),
+            "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
+            "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
+            "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
+            "bounds": {"spend_cap_multiple": tc.spend_cap_multiple, "mu_log_margin": tc.mu_log_margin},
+            "backward_passes_per_step": tc.horovod.backward_passes_per_step,
+            "checkpoint_dir": str(work / "checkpoints"), "out_dir": str(out_dir), "report_dir": str(work / "ranks"),
+        }
+
+    def _training_set(self, data: BacktestData, snapshots: list[date], work: Path):
+        tc = self.cfg.training
+        return build_training_set(data.spark, data.tables, self.cfg.features, snapshots, data.horizon_days,
+                                  str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc,
+                                  self.cfg.backtest.spend_fit_max_customers if tc.btyd_inputs else None)
+
+    def _level_check(self, data: BacktestData, work: Path) -> dict:
+        """The level of this training recipe one horizon ahead in time (`ziln.level_scale`): the same settings
+        trained on the snapshots whose horizon ended by S − H, scored at S − H against what its customers spent
+        in [S − H, S). Nothing at or after S is read. Kept in `work` once measured: a rerun after a crash in the
+        main training does not measure it again."""
+        done = work / "level.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        snaps = self._level_snapshots(data)
+        if not snaps:
+            _log("level check: no training snapshot before S - H, level_scale 1")
+            return {"snapshot": None, "level_scale": 1.0}
+        *train, at = snaps
+        tc = self.cfg.training
+        t0 = time.perf_counter()
+        for s in snaps:
+            data.features(s)
+            data.labels(s)
+        ts = self._training_set(data, train, work)
+        reports = launch(self._plan(work, ts, work / "model"), tc.num_proc, tc.launcher)
+        spec = FeatureSpec.from_json((work / "data" / "spec.json").read_text())
+        scored = score_frame(data.features(at), str(work / "model"), spec, self.cfg.backtest.spend_fit_max_customers,
+                             data.clv(at) if uses_btyd(spec) else None, self.cfg.scoring.threads_per_worker)
+        pdf = (scored.join(data.labels(at).select("customer_id", "future_spend"), "customer_id")
+               .select("predicted_spend", "future_spend").toPandas())
+        predicted, actual = float(pdf.predicted_spend.sum()), float(pdf.future_spend.sum())
+        buyers = int((pdf.future_spend > 0).sum())
+        result = {"snapshot": str(at), "training_snapshots": [str(s) for s in train],
+                  "customers": len(pdf), "buyers": buyers, "predicted_total": predicted, "actual_total": actual,
+                  "spend_total_ratio": predicted / actual if actual > 0 else None,
+                  "spend_mae": float((pdf.predicted_spend - pdf.future_spend).abs().mean()) if len(pdf) else None,
+                  "spend_gini": normalised_gini(pdf.future_spend, pdf.predicted_spend) if buyers else None,
+                  "epochs": reports[0]["epochs_run"], "level_scale": level_scale(predicted, actual, buyers)}
+        ratio = "n/a" if result["spend_total_ratio"] is None else f"{result['spend_total_ratio']:.3f}"
+        _log(f"level check at {at}: the same settings trained on {train[0]} .. {train[-1]} predicted "
+             f"{predicted:,.0f} against {actual:,.0f} spent (ratio {ratio}, {buyers:,} buyers): level_scale "
+             f"{result['level_scale']:.3f} ({time.perf_counter() - t0:.1f} s)")
+        done.write_text(json.dumps(result, indent=1))
+        return result
 
     def _train(self, data: BacktestData) -> None:
         import mlflow
@@ -211,26 +290,16 @@ class DeepModel:
         for s in snapshots:
             data.features(s)
             data.labels(s)
+        level = self._level_check(data, work / "level") if tc.level_check else None
         if (work / "checkpoints" / "state.json").exists():
             _log(f"resuming from the checkpoints in {work / 'checkpoints'}")
         t0 = time.perf_counter()
-        ts = build_training_set(data.spark, data.tables, self.cfg.features, snapshots, data.horizon_days,
-                                str(work / "data"), tc.seed, tc.validation_share, tc.rows_per_group, tc.num_proc,
-                                self.cfg.backtest.spend_fit_max_customers if tc.btyd_inputs else None)
+        ts = self._training_set(data, snapshots, work)
         _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
              f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
         staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
-        trained_spec = FeatureSpec.from_json((work / "data" / "spec.json").read_text())
-        network = resolved_network(tc.network.model_dump(), trained_spec)     # `wide: auto` decided on this split
-        plan = {
-            "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(work / "data" / "spec.json"),
-            "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
-            "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
-            "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
-            "bounds": {"spend_cap_multiple": tc.spend_cap_multiple, "mu_log_margin": tc.mu_log_margin},
-            "backward_passes_per_step": tc.horovod.backward_passes_per_step,
-            "checkpoint_dir": str(work / "checkpoints"), "out_dir": str(staged), "report_dir": str(work / "ranks"),
-        }
+        plan = self._plan(work, ts, staged)
+        network = plan["network"]                   # `wide: auto` decided on this split
         client = registry.client(self.cfg)
         exp = registry.experiment_id(self.cfg)
         run = client.create_run(exp, run_name=f"train-{data.snapshot}-{run_key}")
@@ -254,9 +323,18 @@ class DeepModel:
              f"{r0['best_loss']:.4f} at epoch {r0['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
         spec_text = (work / "data" / "spec.json").read_text()
         (staged / "spec.json").write_text(spec_text)
+        if level is not None:         # the served amounts' level, measured one horizon earlier (`_level_check`)
+            calibration = json.loads((staged / "calibration.json").read_text())
+            calibration["level_scale"] = level["level_scale"]
+            (staged / "calibration.json").write_text(json.dumps(calibration, indent=1))
+            client.log_param(self.run_id, "level_scale", str(level["level_scale"]))
+            for k in ("spend_total_ratio", "spend_mae", "spend_gini"):
+                if level.get(k) is not None:
+                    client.log_metric(self.run_id, f"level_check.{k}", float(level[k]))
         self.training = {"run_key": run_key, "training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
                          "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
-                         "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id}
+                         "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id,
+                         "level_check": level}
         (staged / "training.json").write_text(json.dumps(self.training, indent=1, default=str))
         self.registered = registry.register(self.cfg, staged, self.run_id)
         self.spec = FeatureSpec.from_json(spec_text)

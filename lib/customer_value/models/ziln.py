@@ -120,6 +120,26 @@ def mean_scale(logits: np.ndarray, spend: np.ndarray, min_rows: int = 200) -> fl
     return float(brentq(lambda k: expected_spend(logits, k).sum() - target, 0.0, 1.0, xtol=1e-6))
 
 
+LEVEL_RANGE = (0.5, 2.0)   # the time-forward level correction never more than halves or doubles the amounts
+LEVEL_MIN_BUYERS = 20
+
+
+def level_scale(predicted_total: float, actual_total: float, buyers: int) -> float:
+    """The factor on expected spend that makes a model's predictions one horizon ahead of its training labels add
+    up to what was spent: actual ÷ predicted total of a time-forward check (`models.deep`), within `LEVEL_RANGE`;
+    1 where the check saw fewer than `LEVEL_MIN_BUYERS` buyers or predicted nothing.
+
+    Why: the validation split (`mean_scale`) holds out customers, not time; its rows come from the training
+    snapshots' own periods. A network extrapolates at S where inputs that grow with time (tenure, the first
+    purchase's age) sit past their training range, and on a closed cohort (every customer acquired early, as in
+    a CDNOW-style file) it overstated the next horizon's total by a third while matching every training period
+    within 10 %. The same error shows one horizon earlier, for a model trained one horizon earlier: measured
+    there, it is known at S without touching S's labels."""
+    if buyers < LEVEL_MIN_BUYERS or not (predicted_total > 0) or not math.isfinite(predicted_total):
+        return 1.0
+    return float(np.clip(actual_total / predicted_total, *LEVEL_RANGE))
+
+
 def spend_quantile_if_buying(logits: np.ndarray, q: float, sigma_scale: float = 1.0) -> np.ndarray:
     """The q-quantile of spend given a purchase: exp(μ + k·σ·Φ⁻¹(q)). The 10 %-90 % interval a buyer's spend
     should fall in 80 % of the time (checked in the backtest); `k` is the interval's calibration

@@ -88,11 +88,11 @@ class Attributor:
     """Expected spend and its integrated-gradient attributions for batches of a SavedModel's inputs."""
 
     def __init__(self, model, spec: FeatureSpec, steps: int = 4, mean_scale: float = 1.0,
-                 fixed: Sequence[str] = (), spend_cap: float = math.inf) -> None:
+                 fixed: Sequence[str] = (), spend_cap: float = math.inf, level_scale: float = 1.0) -> None:
         """`fixed`: features whose reference is the customer's own value, so they are never a reason (shop-level
         context such as the season: one value for every customer of a snapshot, not what sets them apart).
-        `spend_cap`: the artifact's cap on the expected spend, applied here too so the reasons add up to the
-        published amount."""
+        `spend_cap`, `level_scale`: the artifact's cap on the expected spend and its level, applied here too so
+        the reasons add up to the published amount."""
         import tensorflow as tf
 
         self.names, numeric_group, sequence_group = reason_groups(spec)
@@ -101,8 +101,9 @@ class Attributor:
         self._to_groups_s = np.eye(len(self.names))[sequence_group]
         self.ref_numeric, self.ref_sequence = reference_inputs(spec)
         self.steps = steps
-        self.mean_scale, self.spend_cap = mean_scale, spend_cap
+        self.mean_scale, self.spend_cap, self.level_scale = mean_scale, spend_cap, level_scale
         cap = tf.constant(min(spend_cap, 3e38), tf.float32)
+        level = tf.constant(level_scale, tf.float32)
         alphas = tf.constant((np.arange(steps, dtype=np.float32) + 0.5) / steps)
         k2 = tf.constant(mean_scale * mean_scale, tf.float32)
         ref_n, ref_s = tf.constant(self.ref_numeric), tf.constant(self.ref_sequence)
@@ -113,8 +114,8 @@ class Attributor:
                 logits = logits[:, None, :]
             p = tf.sigmoid(logits[..., 0])
             sigma = tf.maximum(tf.nn.softplus(logits[..., 2]), 1e-3)
-            return tf.minimum(tf.reduce_mean(p * tf.exp(tf.minimum(logits[..., 1] + 0.5 * k2 * sigma * sigma, 80.0)),
-                                             axis=1), cap)
+            return tf.minimum(level * tf.reduce_mean(
+                p * tf.exp(tf.minimum(logits[..., 1] + 0.5 * k2 * sigma * sigma, 80.0)), axis=1), cap)
 
         def expected(inputs):
             return expected_of(model(inputs, training=False)["spend"])
@@ -156,7 +157,8 @@ class Attributor:
         from customer_value.models.deep import predictions
 
         spend, churn, groups = self(arrays)
-        return predictions(spend, churn, mean_scale=self.mean_scale, spend_cap=self.spend_cap)["predicted_spend"], groups
+        return predictions(spend, churn, mean_scale=self.mean_scale, spend_cap=self.spend_cap,
+                           level_scale=self.level_scale)["predicted_spend"], groups
 
 
 def top_reasons(names: list[str], amounts: np.ndarray, top: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -50,7 +50,7 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
 
         model = load_saved_model(saved, threads)
         attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed),
-                                  scale["spend_cap"])
+                                  scale["spend_cap"], scale["level_scale"])
                       if reason_count else None)
         for pdf in batches:
             if not len(pdf):
@@ -78,13 +78,13 @@ _ATTRIBUTORS: dict[tuple, object] = {}
 
 
 def _attributor(saved: str, model, spec, steps: int, mean_scale: float, fixed: tuple[str, ...] = (),
-                spend_cap: float = math.inf):
+                spend_cap: float = math.inf, level_scale: float = 1.0):
     """One traced attribution function per worker, model version and settings."""
     from customer_value.scoring.reasons import Attributor
 
-    key = (saved, steps, mean_scale, fixed, spend_cap)
+    key = (saved, steps, mean_scale, fixed, spend_cap, level_scale)
     if key not in _ATTRIBUTORS:
-        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale, fixed, spend_cap)
+        _ATTRIBUTORS[key] = Attributor(model, spec, steps, mean_scale, fixed, spend_cap, level_scale)
     return _ATTRIBUTORS[key]
 
 
