@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 
 from customer_value.baselines.clv import ClvModel
 from customer_value.config import Config
-from customer_value.evaluation.metrics import normalised_gini
+from customer_value.evaluation.metrics import spend_metrics
 from customer_value.evaluation.models import BacktestData, snapshots_before
 from customer_value.landing import under_root
 from customer_value.models import registry
@@ -215,11 +215,10 @@ class DeepModel:
         """The Horovod ranks' plan for a training set built under `work / "data"`: this config's training
         settings, the network resolved on that split (`wide: auto`), checkpoints and rank reports under `work`."""
         tc = self.cfg.training
-        spec_path = work / "data" / "spec.json"
-        network = resolved_network(tc.network.model_dump(), FeatureSpec.from_json(spec_path.read_text()))
         return {
-            "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(spec_path),
-            "network": network, "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
+            "train_url": ts.train_url, "validation_url": ts.validation_url, "spec": str(work / "data" / "spec.json"),
+            "network": resolved_network(tc.network.model_dump(), ts.spec),
+            "seed": tc.seed, "epochs": tc.epochs, "patience": tc.patience,
             "batch_size": tc.batch_size, "learning_rate": tc.learning_rate, "churn_loss_weight": tc.churn_loss_weight,
             "threads_per_rank": tc.threads_per_rank, "horovod": tc.horovod.model_dump(),
             "bounds": {"spend_cap_multiple": tc.spend_cap_multiple, "mu_log_margin": tc.mu_log_margin},
@@ -248,23 +247,21 @@ class DeepModel:
         *train, at = snaps
         tc = self.cfg.training
         t0 = time.perf_counter()
-        for s in snaps:
-            data.features(s)
-            data.labels(s)
         ts = self._training_set(data, train, work)
         reports = launch(self._plan(work, ts, work / "model"), tc.num_proc, tc.launcher)
-        spec = FeatureSpec.from_json((work / "data" / "spec.json").read_text())
-        scored = score_frame(data.features(at), str(work / "model"), spec, self.cfg.backtest.spend_fit_max_customers,
-                             data.clv(at) if uses_btyd(spec) else None, self.cfg.scoring.threads_per_worker)
+        scored = score_frame(data.features(at), str(work / "model"), ts.spec,
+                             self.cfg.backtest.spend_fit_max_customers, data.clv(at) if uses_btyd(ts.spec) else None,
+                             self.cfg.scoring.threads_per_worker)
         pdf = (scored.join(data.labels(at).select("customer_id", "future_spend"), "customer_id")
                .select("predicted_spend", "future_spend").toPandas())
         predicted, actual = float(pdf.predicted_spend.sum()), float(pdf.future_spend.sum())
         buyers = int((pdf.future_spend > 0).sum())
+        metrics = spend_metrics(pdf.future_spend, pdf.predicted_spend) if len(pdf) else {}
         result = {"snapshot": str(at), "training_snapshots": [str(s) for s in train],
                   "customers": len(pdf), "buyers": buyers, "predicted_total": predicted, "actual_total": actual,
-                  "spend_total_ratio": predicted / actual if actual > 0 else None,
-                  "spend_mae": float((pdf.predicted_spend - pdf.future_spend).abs().mean()) if len(pdf) else None,
-                  "spend_gini": normalised_gini(pdf.future_spend, pdf.predicted_spend) if buyers else None,
+                  # the backtest's own definitions (`evaluation.metrics`); undefined (no spend at all) is None
+                  **{k: (metrics[k] if math.isfinite(metrics.get(k, math.nan)) else None)
+                     for k in ("spend_total_ratio", "spend_mae", "spend_gini")},
                   "epochs": reports[0]["epochs_run"], "level_scale": level_scale(predicted, actual, buyers)}
         ratio = "n/a" if result["spend_total_ratio"] is None else f"{result['spend_total_ratio']:.3f}"
         _log(f"level check at {at}: the same settings trained on {train[0]} .. {train[-1]} predicted "
@@ -287,7 +284,7 @@ class DeepModel:
         snapshots = data.snapshots(tc.snapshots, tc.snapshot_step_days)
         if not snapshots:
             raise ValueError("no training snapshot has enough history before it (backtest.min_history_days)")
-        for s in snapshots:
+        for s in sorted({*snapshots, *self._level_snapshots(data)}):     # the level check's read here too
             data.features(s)
             data.labels(s)
         level = self._level_check(data, work / "level") if tc.level_check else None
