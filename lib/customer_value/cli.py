@@ -202,7 +202,8 @@ HorizonOption = Annotated[Optional[int], typer.Option(help="Horizon H in days (d
 
 
 ModelOption = Annotated[Optional[str], typer.Option(
-    "--model", help="A registered model to backtest beside the baselines: NAME/VERSION or NAME/latest.")]
+    "--model", help="A registered model to backtest beside the baselines: NAME/VERSION, NAME/champion or "
+                    "NAME/latest.")]
 
 
 @app.command()
@@ -225,7 +226,8 @@ def backtest(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snaps
 def train(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None, snapshot_date: SnapshotOption = None,
           horizon_days: HorizonOption = None) -> None:
     """Train the product's model (Petastorm -> Horovod -> Keras) on snapshots before S, backtest it at S beside
-    the baselines, write models/<name>/<version>/ and register it in MLflow."""
+    the baselines and the serving champion, write models/<name>/<version>/, register it in MLflow and make it
+    the champion only if it is at least as good (conf: promotion.rules), else the challenger."""
     from customer_value.spark import spark_session
 
     cfg = _config(conf, overrides)
@@ -246,8 +248,9 @@ def train_and_register(spark, cfg: Config, snapshot=None, horizon_days=None):
 def score(conf: ConfOption = DEFAULT_CONF, overrides: SetOption = None,
           snapshot_date: Annotated[Optional[datetime], typer.Option(
               formats=["%Y-%m-%d"], help="Snapshot S (default: the latest in gold.customer_features).")] = None,
-          model: Annotated[str, typer.Option("--model", help="NAME/VERSION or NAME/latest (default: "
-                                                             "training.model_name/latest).")] = "") -> None:
+          model: Annotated[str, typer.Option("--model", help="NAME/VERSION, NAME/champion, NAME/challenger or "
+                                                             "NAME/latest (default: training.model_name/champion, "
+                                                             "the version the train stage promoted).")] = "") -> None:
     """Score every customer of S into gold.customer_scores: expected spend and interval, churn, value score,
     tier, segment, top reasons and action; gold.segment_summary and the view gold.customer_scores_named."""
     from customer_value.scoring.run import score_snapshot

@@ -241,6 +241,29 @@ class BacktestConfig(_Strict):
     report_dir: str = Field("reports", description="Where reports go; relative paths are under storage.root.")
 
 
+class PromotionRule(_Strict):
+    metric: str = Field(description="A backtest metric (evaluation.metrics.METRICS).")
+    tolerance: float = Field(0.0, ge=0, description="How far the new version may trail the champion: absolute for "
+                             "a higher-is-better metric and for a distance to a target, relative for an error.")
+
+
+class PromotionConfig(_Strict):
+    """When a newly trained version becomes MLflow's `champion` (what `score` serves): its backtest beside the
+    current champion's on the same snapshot is at least as good on every rule, within the rule's tolerance."""
+    rules: list[PromotionRule] = Field(default_factory=lambda: [
+        PromotionRule(metric="spend_gini", tolerance=0.005), PromotionRule(metric="churn_roc_auc", tolerance=0.005),
+        PromotionRule(metric="spend_total_ratio", tolerance=0.05), PromotionRule(metric="spend_mae", tolerance=0.02)])
+
+    @model_validator(mode="after")
+    def _known(self) -> "PromotionConfig":
+        from customer_value.evaluation.metrics import METRICS
+
+        unknown = [r.metric for r in self.rules if r.metric not in METRICS]
+        if unknown:
+            raise ValueError(f"promotion.rules: unknown metrics {unknown}; known: {sorted(METRICS)}")
+        return self
+
+
 class TierThresholds(_Strict):
     high: float = Field(0.8, gt=0, lt=1, description="value_score > high: tier high.")
     mid: float = Field(0.6, gt=0, lt=1, description="mid <= value_score <= high: tier mid; below: low.")
@@ -313,6 +336,7 @@ class Config(_Strict):
     pseudonymisation: PseudonymisationConfig
     features: FeaturesConfig
     backtest: BacktestConfig = BacktestConfig()
+    promotion: PromotionConfig = PromotionConfig()
     scoring: ScoringConfig
     monitor: MonitorConfig = MonitorConfig()
 

@@ -222,7 +222,7 @@ def input_state(spark: SparkSession, cfg: Config, tables: Tables, name: str) -> 
         from customer_value.models import registry
 
         try:
-            return registry.resolve(cfg, f"{cfg.training.model_name}/latest").label
+            return registry.resolve(cfg, f"{cfg.training.model_name}/{registry.CHAMPION}").label
         except Exception:           # noqa: BLE001 - no model registered yet is a state, not an error
             return None
     if not tables.exists(spark, name):

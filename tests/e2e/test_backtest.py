@@ -126,6 +126,8 @@ def test_models_reach_their_level_and_trail_the_oracle(backtest):
     # demo's 20,000 customers with the product's config +0.054 / +0.038, docs/evaluation.md)
     assert m[DEEP]["spend_gini"] > m[CLV]["spend_gini"] + 0.01 and m[DEEP]["churn_roc_auc"] > m[CLV]["churn_roc_auc"] + 0.015
     assert 0.7 < m[DEEP]["interval_coverage_buyers"] < 0.9
+    # the interval of the horizon's spend, no purchase included, holds at least its 80 % (its mass at 0)
+    assert 0.8 <= m[DEEP]["interval_coverage"] < 0.95
 
 
 def test_report_and_metrics_table(spark, backtest):
@@ -141,7 +143,7 @@ def test_report_and_metrics_table(spark, backtest):
     assert set(saved["metrics"]) == MODELS
     table = read(cfg, "gold.model_metrics")
     assert set(table.model) == MODELS
-    plain = set(METRICS) - {"interval_coverage_buyers"}      # only a model with a distribution has an interval
+    plain = set(METRICS) - {"interval_coverage_buyers", "interval_coverage"}   # only a distribution has intervals
     assert set(table[table.model == ORACLE].metric) == plain
     assert set(table[table.model == RFM].metric) == plain | {f"{m}_vs_oracle" for m in plain}
     assert set(table[table.model == DEEP].metric) == set(METRICS) | {f"{m}_vs_oracle" for m in plain}
@@ -195,9 +197,42 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     assert len(joined) == len(mine)
     assert (joined.predicted_spend - joined.predicted_spend_again).abs().max() < 1e-9
     assert (joined.spend_p90 >= joined.spend_p10).all()
+    assert (joined.spend_if_buying_p90 >= joined.spend_if_buying_p10).all()
+    # of the horizon's spend: never above the interval given a purchase, and 0 at the low end for a customer
+    # whose chance of buying nothing is 10 % or more
+    assert (joined.spend_p10 <= joined.spend_if_buying_p10).all() and (joined.spend_p90 <= joined.spend_if_buying_p90).all()
+    assert (joined.spend_p10[joined.buy_probability < 0.89] == 0).all()
     # backtesting it at an S its labels reach past is refused
     with pytest.raises(LeakError, match="learned from labels up to"):
         run_backtest(spark, cfg, result.snapshot - timedelta(days=60), 30, [loaded])
+    # the first version is the champion, and MLflow's own tools load it: on the snapshot's features (with the
+    # BG/NBD inputs the product fits on the whole snapshot) it scores as the product's scorer did (float32: a
+    # few customers in thousands differ in the sixth digit, as between two batch sizes)
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from customer_value.models.btyd_inputs import prepared
+    from customer_value.models.pyfunc import OUTPUTS, RESULT_TYPE
+
+    name = cfg.training.model_name
+    assert registry.alias_version(cfg, name, registry.CHAMPION) == deep.registered.version
+    version = registry.client(cfg).get_model_version(name, str(deep.registered.version))
+    assert version.tags["champion_because"] == "the first version of this model"
+    uri = f"models:/{name}@{registry.CHAMPION}"
+    ready = prepared(feats, loaded.spec, cfg.backtest.spend_fit_max_customers)
+    pdf = ready.toPandas()
+    served = mlflow.pyfunc.load_model(uri).predict(pdf)
+    served.index = pdf["customer_id"]
+    served = served.sort_index()
+    np.testing.assert_allclose(served.expected_spend, again.predicted_spend, rtol=1e-5)
+    for k in OUTPUTS[1:]:
+        np.testing.assert_allclose(served[k], again[k], rtol=1e-5, err_msg=k)
+    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=RESULT_TYPE, env_manager="local")
+    via_udf = (ready.select("customer_id", udf(F.struct(*ready.columns)).alias("p")).select("customer_id", "p.*")
+               .toPandas().set_index("customer_id").sort_index())
+    np.testing.assert_allclose(via_udf.expected_spend, again.predicted_spend, rtol=1e-5)
+    with pytest.raises(Exception, match="prepared"):      # without the snapshot's BG/NBD inputs: refused, not guessed
+        mlflow.pyfunc.load_model(uri).predict(feats.limit(5).toPandas())
 
 
 def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark, trained):
@@ -326,3 +361,29 @@ def test_the_analysts_guide_examples_run(spark, trained, capsys):
                  "gold.backtest_predictions"):
         missing = [c for c in tables.read(spark, name).columns if f"`{c}`" not in sections[name]]
         assert not missing, f"{name}: columns not in docs/analysts.md: {missing}"
+
+
+def test_a_weaker_version_stays_the_challenger_and_the_champion_serves(spark, trained):
+    """A deliberately weakened training (one epoch at a learning rate that barely moves the network, no BG/NBD
+    inputs) on the same store: backtested beside the champion on the same snapshot, it misses the promotion rules,
+    becomes the challenger with the reason recorded, and `score` keeps serving the champion. Last in this module:
+    it rewrites the backtest at S."""
+    cfg, result, deep = trained
+    name = cfg.training.model_name
+    weak = cfg.model_copy(update={"training": cfg.training.model_copy(update={
+        "epochs": 1, "learning_rate": 1e-6, "btyd_inputs": False, "level_check": False, "snapshots": 2})})
+    challenger, again = train_and_backtest(spark, weak)
+    assert challenger.registered.version == deep.registered.version + 1
+    assert registry.alias_version(cfg, name, registry.CHAMPION) == deep.registered.version
+    assert registry.alias_version(cfg, name, registry.CHALLENGER) == challenger.registered.version
+    why = registry.client(cfg).get_model_version(name, str(challenger.registered.version)).tags["challenger_because"]
+    assert "spend_gini" in why and "worse by more than" in why, why
+    # the champion was backtested beside it on the same customers, under its own name and version
+    preds = read(cfg, "gold.backtest_predictions")
+    preds = preds[preds.snapshot_date.astype(str) == str(again.snapshot)]
+    assert set(preds[preds.model == "champion"].model_version) == {deep.version}
+    assert again.metrics["champion"]["spend_gini"] > again.metrics[DEEP]["spend_gini"] + 0.005
+    assert again.metrics["champion"]["spend_gini"] == pytest.approx(result.metrics[DEEP]["spend_gini"], abs=1e-9)
+    # what scores by default is the champion, and NAME/latest is still the newest ready version
+    assert score_snapshot(spark, cfg, result.snapshot).model == deep.version
+    assert registry.resolve(cfg, f"{name}/latest").version == challenger.registered.version

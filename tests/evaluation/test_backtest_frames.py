@@ -31,15 +31,15 @@ def test_side_by_side_puts_actuals_beside_each_model_and_keeps_only_the_given_cu
     }
     only = spark.createDataFrame([("a",), ("b",)], "customer_id string")
     out = side_by_side(labels, models, S, 90, only=only)
-    # models without an interval get null spend_p10 / spend_p90
+    # models without an interval get null intervals
     expected = spark.createDataFrame([
-        (S, 90, "a", "m1", "v1", 40.0, 0.1, 50.0, 2, False, None, None),
-        (S, 90, "b", "m1", "v1", 1.0, 0.8, 0.0, 0, True, None, None),
-        (S, 90, "a", "m2", "v2", 60.0, 0.3, 50.0, 2, False, None, None),
-        (S, 90, "b", "m2", "v2", 2.0, 0.6, 0.0, 0, True, None, None),
+        (S, 90, "a", "m1", "v1", 40.0, 0.1, 50.0, 2, False, None, None, None, None),
+        (S, 90, "b", "m1", "v1", 1.0, 0.8, 0.0, 0, True, None, None, None, None),
+        (S, 90, "a", "m2", "v2", 60.0, 0.3, 50.0, 2, False, None, None, None, None),
+        (S, 90, "b", "m2", "v2", 2.0, 0.6, 0.0, 0, True, None, None, None, None),
     ], "snapshot_date date, horizon_days int, customer_id string, model string, model_version string, "
        "predicted_spend double, churn_probability double, actual_spend double, actual_orders long, churned boolean, "
-       "spend_p10 double, spend_p90 double")
+       "spend_p10 double, spend_p90 double, spend_if_buying_p10 double, spend_if_buying_p90 double")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 

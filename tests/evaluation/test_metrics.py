@@ -295,13 +295,20 @@ def test_evaluate_merges_churn_and_spend_metrics():
     frame = pd.DataFrame({"predicted_spend": PREDICTED, "churn_probability": P,
                           "actual_spend": ACTUAL, "churned": np.array(Y, dtype=bool)})
     m = evaluate(frame)
-    assert set(m) == set(METRICS) - {"interval_coverage_buyers"}       # no interval columns: no coverage
+    assert set(m) == set(METRICS) - {"interval_coverage_buyers", "interval_coverage"}   # no intervals: no coverage
     assert m == {**churn_metrics(Y, P), **spend_metrics(ACTUAL, PREDICTED)}
     actual = np.asarray(ACTUAL, dtype=float)
-    wide = evaluate(frame.assign(spend_p10=actual * 0.5, spend_p90=actual * 2))
-    assert wide["interval_coverage_buyers"] == 1.0
-    narrow = evaluate(frame.assign(spend_p10=actual * 2 + 1, spend_p90=actual * 3 + 2))
+    wide = evaluate(frame.assign(spend_if_buying_p10=actual * 0.5, spend_if_buying_p90=actual * 2))
+    assert wide["interval_coverage_buyers"] == 1.0 and "interval_coverage" not in wide
+    narrow = evaluate(frame.assign(spend_if_buying_p10=actual * 2 + 1, spend_if_buying_p90=actual * 3 + 2))
     assert narrow["interval_coverage_buyers"] == 0.0
+    # the interval of the horizon's spend counts every customer, those who bought nothing included
+    buyers = actual > 0
+    assert 0 < buyers.sum() < len(actual)
+    starts_at_zero = evaluate(frame.assign(spend_p10=0.0, spend_p90=actual * 2))
+    assert starts_at_zero["interval_coverage"] == 1.0 and "interval_coverage_buyers" not in starts_at_zero
+    above_zero = evaluate(frame.assign(spend_p10=actual * 0.5 + 0.01, spend_p90=actual * 2 + 1))
+    assert above_zero["interval_coverage"] == pytest.approx(buyers.mean())
     with pytest.raises(ValueError, match="churned"):
         evaluate(frame.drop(columns="churned"))
 

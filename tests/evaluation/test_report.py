@@ -15,8 +15,8 @@ from matplotlib.image import imread
 
 from customer_value.evaluation.metrics import METRICS
 
-# Models without an interval (no spend_p10/p90 columns) have every metric but the interval's coverage.
-POINT_METRICS = set(METRICS) - {"interval_coverage_buyers"}
+# Models without an interval (no spend_p10/p90 columns) have every metric but the intervals' coverage.
+POINT_METRICS = set(METRICS) - {"interval_coverage_buyers", "interval_coverage"}
 from customer_value.evaluation.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

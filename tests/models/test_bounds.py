@@ -120,7 +120,7 @@ def violations(model, attributor, bounds, arrays) -> list[str]:
     cap = bounds["spend_cap"]
     out = predict_arrays(model, arrays, spend_cap=cap)
     problems = [f"{k} not finite" for k, v in out.items() if not np.isfinite(v).all()]
-    for k in ("predicted_spend", "spend_p10", "spend_p90"):
+    for k in ("predicted_spend", "spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90"):
         if (out[k] > cap * (1 + 1e-9)).any() or (out[k] < 0).any():
             problems.append(f"{k} outside [0, {cap:.0f}]: {out[k].max():.4g}")
     for k in ("buy_probability", "churn_probability"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import date
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -87,7 +88,10 @@ def test_known_weights_give_known_predictions(spark, cfg, tmp_path):
 
     def row(cid, freq):
         mu = B_MU + math.log1p(freq)
-        return (cid, p * math.exp(mu + sigma**2 / 2), 1 / (1 + math.exp(-B_CHURN)), p,
+
+        def horizon(q):         # the q-quantile of the horizon's spend: 0 while q <= P(no purchase)
+            return 0.0 if q <= 1 - p else math.exp(mu + NormalDist().inv_cdf((q - (1 - p)) / p) * sigma)
+        return (cid, p * math.exp(mu + sigma**2 / 2), 1 / (1 + math.exp(-B_CHURN)), p, horizon(0.1), horizon(0.9),
                 math.exp(mu - 1.2815515655446004 * sigma), math.exp(mu + 1.2815515655446004 * sigma))
 
     want = spark.createDataFrame([row("c0", 0.0), row("c1", 1.0), row("c2", 9.0)], got.schema)
@@ -109,7 +113,12 @@ def test_known_weights_within_float_tolerance(spark, cfg, tmp_path):
     for i in range(50):
         mu = B_MU + math.log1p(i)
         assert got[f"c{i}"]["predicted_spend"] == pytest.approx(p * math.exp(mu + sigma**2 / 2), rel=1e-5)
-        assert got[f"c{i}"]["spend_p90"] == pytest.approx(math.exp(mu + 1.2815515655446004 * sigma), rel=1e-5)
+        assert got[f"c{i}"]["spend_if_buying_p90"] == pytest.approx(math.exp(mu + 1.2815515655446004 * sigma),
+                                                                    rel=1e-5)
+        # of the horizon's spend: the (0.9 - P(no purchase)) / P(purchase) quantile given a purchase, or 0
+        inner = (0.9 - (1 - p)) / p
+        want = math.exp(mu + NormalDist().inv_cdf(inner) * sigma) if inner > 0 else 0.0
+        assert got[f"c{i}"]["spend_p90"] == pytest.approx(want, rel=1e-5)
 
 
 def test_the_workers_that_loaded_a_model_run_tensorflow_with_the_threads_asked_for(spark, cfg, tmp_path):

@@ -48,3 +48,19 @@ def test_only_a_whole_unready_version_of_the_same_run_is_taken_over(tmp_path, mo
     assert registry.unfinished(cfg, "run-a").version == second.version  # a broken artifact is passed over
     (second.path / "training.json").write_text("{not json")
     assert registry.unfinished(cfg, "run-a") is None
+
+
+def test_two_storage_roots_in_one_process_keep_their_own_registries(tmp_path, monkeypatch):
+    """MLflow exports the tracking URI it is given into $MLFLOW_TRACKING_URI; read back, that made the second
+    root's stages (and every CLI process started afterwards) use the first root's registry. Seen failing so."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    a = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path / 'a'}"])
+    b = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path / 'b'}"])
+    first = _register(a, "run-a", "1")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert registry.tracking_uri(b) != registry.tracking_uri(a)
+    assert registry.unfinished(b, "run-a") is None
+    assert _register(b, "run-a", "1").version == first.version == 1

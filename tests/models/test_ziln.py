@@ -151,5 +151,6 @@ def test_the_level_scales_the_expected_spend_under_the_cap_and_not_the_interval(
     assert levelled["predicted_spend"][0] == pytest.approx(0.8 * plain["predicted_spend"][0])
     assert plain["predicted_spend"][1] == 6000.0 and levelled["predicted_spend"][1] == pytest.approx(
         min(6000.0, 0.8 * predictions(lg, ch)["predicted_spend"][1]))
-    for k in ("spend_p10", "spend_p90", "buy_probability", "churn_probability"):
+    for k in ("spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90", "buy_probability",
+              "churn_probability"):
         np.testing.assert_array_equal(levelled[k], plain[k])

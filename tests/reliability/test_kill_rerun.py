@@ -48,8 +48,11 @@ RECOVERY = {r"taking over the lock of run": "took over the dead run's lock",
             r"backtesting it instead of training again": "backtested the dead run's registered model"}
 # A resumed training reads its rows in another order after the kill (a fresh reader) and so ends on other weights:
 # its backtest may differ from the clean run's by this much (absolute); the baselines must not differ at all.
-# (measured: 0.004 and 0.001 after a rank was killed at epoch 2 of 8).
-TOLERANCE = {"spend_gini": 0.02, "churn_roc_auc": 0.02}
+# Measured on this 600-customer shop: four clean trainings that differ only in their seed spread over spend Gini
+# 0.627-0.691 and churn ROC-AUC 0.763-0.848; a resumed run shares its first epochs and differed from the clean run
+# by 0.000-0.025 in Gini and 0.003-0.007 in ROC-AUC (0.02 failed once in CI). Whether it resumed at all is asserted
+# on its loss, not here.
+TOLERANCE = {"spend_gini": 0.05, "churn_roc_auc": 0.05}
 RESULTS: list[tuple[str, str, str, str]] = []
 REPORT = ROOT / "reports" / "reliability.md"
 
@@ -265,6 +268,13 @@ def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference,
                     outcome))
     assert resumed_at >= 2, training["ranks"][0]
     assert [r["epochs_run"] for r in training["ranks"]] == [8 - resumed_at] * 2, "only the remaining epochs ran"
+    # it went on from the checkpoint's weights: its first epoch's training loss is where the clean run's was at
+    # that epoch, not where a fresh network starts (the clean run's first epoch: 7.6 against 3.9 by the third,
+    # measured), which the metrics' tolerance alone could not tell apart
+    clean = json.loads((store / "models" / "customer_value" / "1" / "training.json").read_text())
+    clean_loss = clean["ranks"][0]["history"]["loss"]
+    resumed_loss = training["ranks"][0]["history"]["loss"][0]
+    assert resumed_loss < (clean_loss[0] + clean_loss[resumed_at]) / 2, (resumed_loss, clean_loss)
     assert "backtesting it instead of training again" in last and "Horovod:" not in last, last[-3000:]
     assert info["version"] == "1", "the interrupted version is finished, not left behind unready"
     assert outcome.startswith("within tolerance"), outcome
@@ -287,8 +297,10 @@ def _write_report() -> None:
              "count and by an order-independent checksum of its content. The checksum leaves out batch ids and run "
              "times.", "",
              "Training's output is a model, not a table. A resumed training reads its rows in another order after "
-             "the kill, so it ends on other weights. Its backtest must match the clean run's within a stated "
-             f"tolerance: {tolerance} (absolute). A kill during the backtest leaves a trained, registered version: "
+             "the kill, so it ends on other weights. Its first epoch's loss must continue from the checkpoint (nearer "
+             "the clean run's at that epoch than a fresh network's), and its backtest must match the clean run's "
+             f"within a stated tolerance: {tolerance} (absolute; clean runs of other seeds spread wider). A kill "
+             "during the backtest leaves a trained, registered version: "
              "the rerun backtests that version instead of training again. The baselines' metrics must be identical. "
              "The backtest tables must have the clean run's row counts.", "",
              "| stage | fault injected | the next run recovered | outcome of the last run |", "|---|---|---|---|"]

@@ -98,7 +98,7 @@ def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], sn
     return out.select(
         F.lit(snapshot).alias("snapshot_date"), F.lit(horizon_days).alias("horizon_days"), "customer_id", "model",
         "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned",
-        "spend_p10", "spend_p90")
+        *PREDICTION_COLUMNS[3:])
 
 
 def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int | None) -> tuple[date, int]:
@@ -258,7 +258,7 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
     rows = tables.read(spark, "gold.backtest_predictions").where(
         (F.col("snapshot_date") == F.lit(snapshot)) & (F.col("horizon_days") == horizon_days))
     cols = ["customer_id", "model", "model_version", "predicted_spend", "churn_probability", "actual_spend", "churned"]
-    cols += [c for c in ("spend_p10", "spend_p90") if c in rows.columns]
+    cols += [c for c in PREDICTION_COLUMNS[3:] if c in rows.columns]       # the intervals
     pdf = canonical_rows(rows.select(*cols).toPandas())
     if pdf.empty:
         raise BacktestError(f"gold.backtest_predictions has no rows for snapshot {snapshot}, horizon {horizon_days}: "

@@ -66,6 +66,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "spend_total_ratio": ("target 1.0", "sum of predicted spend / sum of actual spend: the budget a marketer would "
                                         "plan on, against what came"),
     "interval_coverage_buyers": ("target 0.8", "share of buyers whose spend is inside the 10-90 % interval of spend given a purchase"),
+    "interval_coverage": ("at least 0.8", "share of customers whose spend (0 included) is inside the 10-90 % interval of "
+                                          "the horizon's spend"),
 }
 
 PREDICTION_COLUMNS = ("predicted_spend", "churn_probability", "actual_spend", "churned")
@@ -274,20 +276,26 @@ def evaluate(frame: pd.DataFrame) -> dict[str, float]:
         **churn_metrics(frame["churned"].to_numpy(), frame["churn_probability"].to_numpy()),
         **spend_metrics(frame["actual_spend"].to_numpy(), frame["predicted_spend"].to_numpy()),
     }
-    if {"spend_p10", "spend_p90"} <= set(frame.columns) and frame["spend_p10"].notna().any():
+    if {"spend_if_buying_p10", "spend_if_buying_p90"} <= set(frame.columns) and frame["spend_if_buying_p10"].notna().any():
         out["interval_coverage_buyers"] = interval_coverage(frame["actual_spend"].to_numpy(),
-                                                            frame["spend_p10"].to_numpy(), frame["spend_p90"].to_numpy())
+                                                            frame["spend_if_buying_p10"].to_numpy(),
+                                                            frame["spend_if_buying_p90"].to_numpy())
+    if {"spend_p10", "spend_p90"} <= set(frame.columns) and frame["spend_p10"].notna().any():
+        out["interval_coverage"] = interval_coverage(frame["actual_spend"].to_numpy(), frame["spend_p10"].to_numpy(),
+                                                     frame["spend_p90"].to_numpy(), buyers_only=False)
     return out
 
 
-def interval_coverage(actual, low, high) -> float:
+def interval_coverage(actual, low, high, buyers_only: bool = True) -> float:
     """Share of buyers (actual spend > 0) whose spend lies in [low, high]: a 10-90 % interval of spend given a
-    purchase should hold 80 % of them. NaN without buyers."""
+    purchase should hold 80 % of them. NaN without buyers. `buyers_only=False`: the share of every customer, for
+    the interval of the horizon's spend with no purchase included (its point mass at 0 makes it hold at least
+    80 %: a customer who buys nothing is inside whenever the interval starts at 0)."""
     a, lo, hi = _floats(actual, low, high)
-    buyers = a > 0
-    if not buyers.any():
+    rows = a > 0 if buyers_only else np.ones(len(a), dtype=bool)
+    if not rows.any():
         return NAN
-    return float(np.mean((a[buyers] >= lo[buyers]) & (a[buyers] <= hi[buyers])))
+    return float(np.mean((a[rows] >= lo[rows]) & (a[rows] <= hi[rows])))
 
 
 def oracle_ratios(model_metrics: dict[str, float], oracle_metrics: dict[str, float]) -> dict[str, float]:

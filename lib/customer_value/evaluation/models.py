@@ -1,7 +1,8 @@
 """One small interface for every model the backtest compares: fit on training snapshots, predict at S.
 
 A model's predictions are rows of (customer_id, predicted_spend, churn_probability) and, where the model has a
-distribution, spend_p10 / spend_p90; `version` names what was fitted. The backtest, the report and the
+distribution, its 10-90 % intervals (spend_p10 / spend_p90 of the horizon's spend, spend_if_buying_p10 / _p90
+given a purchase); `version` names what was fitted. The backtest, the report and the
 predictions table then treat RFM rules, BG/NBD + Gamma-Gamma, the deep model and the oracle alike.
 """
 
@@ -22,7 +23,8 @@ from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rf
 from customer_value.config import Config
 from customer_value.tables import Tables
 
-PREDICTION_COLUMNS = ("customer_id", "predicted_spend", "churn_probability", "spend_p10", "spend_p90")
+PREDICTION_COLUMNS = ("customer_id", "predicted_spend", "churn_probability", "spend_p10", "spend_p90",
+                      "spend_if_buying_p10", "spend_if_buying_p90")
 
 
 def _log(msg: str) -> None:

@@ -174,7 +174,8 @@ def in_batch(features: DataFrame, spec: FeatureSpec, max_customers: int) -> tupl
     return InBatchBtyd.placeholders(features), InBatchBtyd(fitted, int(spec.stats[HORIZON_KEY]))
 
 
-def prepared(features: DataFrame, spec: FeatureSpec, max_customers: int, fitted: ClvModel | None = None) -> DataFrame:
+def prepared(features: DataFrame, spec: FeatureSpec, max_customers: int = 200_000,
+             fitted: ClvModel | None = None) -> DataFrame:
     """Features of one snapshot made ready for `model_inputs` under this spec (the BTYD inputs where it has
     them, from `fitted` when given: the fit on these same features): the one step scoring adds to the features
     table."""

@@ -25,13 +25,17 @@ from customer_value.evaluation.models import BacktestData, snapshots_before
 from customer_value.landing import under_root
 from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared, uses_btyd
+from customer_value.models import promotion
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
-from customer_value.models.ziln import distribution, expected_spend, level_scale, spend_quantile_if_buying
+from customer_value.models.ziln import (distribution, expected_spend, level_scale, spend_quantile,
+                                        spend_quantile_if_buying)
 
 PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
-               "spend_p10 double, spend_p90 double")
+               "spend_p10 double, spend_p90 double, spend_if_buying_p10 double, spend_if_buying_p90 double")
+# the published interval columns: of the horizon's spend (0 included), and of the spend given a purchase
+INTERVALS = ("spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90")
 
 
 class LeakError(ValueError):
@@ -103,16 +107,21 @@ def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_sca
                 level_scale: float = 1.0) -> dict[str, np.ndarray]:
     """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions;
     the expected spend times `level_scale` (the time-forward level, `ziln.level_scale`), and it and the interval
-    at most `spend_cap` (the artifact's, `ziln.spend_bounds`). The interval is of spend given a purchase: the
-    level, a correction of the total, does not move it."""
+    at most `spend_cap` (the artifact's, `ziln.spend_bounds`). Two 10-90 % intervals: `spend_p10`/`spend_p90` of
+    the horizon's spend, no purchase included (0 where P(no purchase) >= q), and `spend_if_buying_p10`/`_p90`
+    of the spend given a purchase; both with the interval's calibration. The level, a correction of the
+    total, moves neither."""
     lg = np.asarray(spend_logits, dtype=np.float64)
     ch = np.asarray(churn_logits, dtype=np.float64)
     ch = ch.reshape(len(ch), -1)                                  # [n, towers]
     p, _, _ = distribution(lg)
     return {"predicted_spend": np.minimum(level_scale * expected_spend(lg, mean_scale), spend_cap),
             "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
-            "buy_probability": p, "spend_p10": np.minimum(spend_quantile_if_buying(lg, 0.1, interval_scale), spend_cap),
-            "spend_p90": np.minimum(spend_quantile_if_buying(lg, 0.9, interval_scale), spend_cap)}
+            "buy_probability": p,
+            "spend_p10": np.minimum(spend_quantile(lg, 0.1, interval_scale), spend_cap),
+            "spend_p90": np.minimum(spend_quantile(lg, 0.9, interval_scale), spend_cap),
+            "spend_if_buying_p10": np.minimum(spend_quantile_if_buying(lg, 0.1, interval_scale), spend_cap),
+            "spend_if_buying_p90": np.minimum(spend_quantile_if_buying(lg, 0.9, interval_scale), spend_cap)}
 
 
 def calibration_of(model_dir: str | Path) -> dict[str, float]:
@@ -138,7 +147,7 @@ def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
             out = predict_arrays(model, arrays_from_frame(pdf, spec), **scale) if len(pdf) else {}
             yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
                                 **{k: out.get(k, np.zeros(0)) for k in
-                                   ("predicted_spend", "churn_probability", "buy_probability", "spend_p10", "spend_p90")}})
+                                   ("predicted_spend", "churn_probability", "buy_probability", *INTERVALS)}})
 
     return model_inputs(prepared(features, spec, btyd_max_customers, btyd_fit), spec).mapInPandas(score, PREDICTIONS)
 
@@ -373,7 +382,11 @@ class DeepModel:
                 for k in ("spend_gini", "churn_roc_auc"):
                     if k in values:
                         client.log_metric(self.run_id, f"baseline.{model}.{k}", float(values[k]))
-        client.log_artifacts(self.run_id, str(path), "model")
+        # the version itself was logged as the run's pyfunc model when registered (`registry.register`)
+        for part in ("metrics.json", "MODEL_CARD.md"):
+            client.log_artifact(self.run_id, str(path / part), "backtest")
+        if report.exists():
+            client.log_artifacts(self.run_id, str(report), "backtest/report")
         client.set_terminated(self.run_id)
         registry.mark_ready(self.cfg, self.registered)
 
@@ -413,12 +426,32 @@ prior through the same network. Personal data never reaches the model: ids are p
 """
 
 
+def _champion(cfg: Config, snapshot: date, horizon_days: int) -> tuple[int | None, "DeepModel | None", str | None]:
+    """The serving champion's version (None: none yet), the model to backtest it as beside the new version
+    (None where it cannot be backtested at S) and why it cannot."""
+    number = registry.alias_version(cfg, cfg.training.model_name, registry.CHAMPION)
+    if number is None:
+        return None, None, None
+    try:
+        champion = DeepModel.load(cfg, f"{cfg.training.model_name}/{number}")
+        champion.check(snapshot, horizon_days)
+    except (LeakError, registry.ModelNotFound) as e:
+        return number, None, str(e)
+    champion.name = promotion.CHAMPION_MODEL
+    return number, champion, None
+
+
 def train_and_backtest(spark, cfg: Config, snapshot: date | None = None, horizon_days: int | None = None):
-    """The train stage: a new version trained on snapshots before S, backtested at S beside the baselines, its
-    artifact completed and marked ready in the registry. Returns (the model, the backtest result)."""
-    from customer_value.evaluation.backtest import run_backtest
+    """The train stage: a new version trained on snapshots before S, backtested at S beside the baselines and
+    the serving champion, its artifact completed and marked ready in the registry, then made the champion or a
+    challenger (`models.promotion`). Returns (the model, the backtest result)."""
+    from customer_value.evaluation.backtest import run_backtest, snapshot_and_horizon
 
     deep = DeepModel(cfg)
-    result = run_backtest(spark, cfg, snapshot, horizon_days, [deep])
+    s, h = snapshot_and_horizon(cfg, snapshot, horizon_days)
+    champion, beside, skipped = _champion(cfg, s, h)
+    result = run_backtest(spark, cfg, snapshot, horizon_days, [deep, *([beside] if beside else [])])
     deep.finish(result.metrics, result.report_dir, result.context)
+    decision = promotion.decide(cfg, deep.registered, result.metrics, deep.name, champion, skipped)
+    _log(f"{deep.version} is the {'champion' if decision.promote else 'challenger'}: {decision.why()}")
     return deep, result

@@ -3,9 +3,11 @@
 An artifact is a folder `models/<name>/<version>/` under the storage root: the SavedModel, the feature spec
 with its statistics, the training config and Delta versions, the backtest metrics beside the baselines', the
 report and a model card. The version is the MLflow registry's: every training run is tracked (params,
-per-epoch metrics, the artifact), the model version is registered and marked `ready` once its backtest is
-written, and `name/latest` resolves to the newest ready version. The tracking store is a local SQLite file
-by default, `$MLFLOW_TRACKING_URI` or `training.tracking_uri` on a cluster.
+per-epoch metrics, the backtest), the version's source is the artifact logged as a pyfunc model in its run
+(`models.pyfunc`: MLflow's own `load_model` and `spark_udf` serve it), it is marked `ready` once its backtest is
+written, and the aliases `champion` (what `score` serves) and `challenger` follow the promotion rules
+(`models.promotion`); `name/latest` resolves to the newest ready version. The tracking store is a local SQLite
+file by default, `$MLFLOW_TRACKING_URI` or `training.tracking_uri` on a cluster.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from customer_value.landing import under_root
 
 EXPERIMENT = "customer_value"
 READY = "ready"
+CHAMPION, CHALLENGER = "champion", "challenger"      # MLflow aliases: what scores, and what lost to it
 
 
 class ModelNotFound(LookupError):
@@ -55,8 +58,18 @@ def client(cfg: Config):
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg)
+    # MLflow's set_tracking_uri also exports $MLFLOW_TRACKING_URI "for subprocesses": this process's next
+    # configuration (another storage root) and every CLI process it starts would then read this store's registry
+    # as if a user had set it. The process-wide URI stays set (mlflow.start_run needs it); the variable is put back.
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in names}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return MlflowClient(uri, uri)
 
 
@@ -85,8 +98,18 @@ class RegisteredModel:
 
 def register(cfg: Config, staged: Path, run_id: str) -> RegisteredModel:
     """Register the staged artifact as the next version of `training.model_name` and move it to
-    models/<name>/<version>/. Not yet `ready`: `mark_ready` follows once its backtest is written."""
+    models/<name>/<version>/. Not yet `ready`: `mark_ready` follows once its backtest is written.
+
+    The version's MLflow source is the artifact logged as a pyfunc model in its run (`models.pyfunc`), logged
+    before the version exists: `models:/<name>/<version>` loads with MLflow's own tools from the moment it is
+    registered. A version is never reused or overwritten: its folder already existing means this registry and
+    this store are out of step (a registry reset beside an old store), and registering stops there, deleting
+    nothing."""
+    import mlflow
     from mlflow.exceptions import MlflowException
+
+    from customer_value import __version__
+    from customer_value.models.pyfunc import log_model
 
     c = client(cfg)
     name = cfg.training.model_name
@@ -95,11 +118,14 @@ def register(cfg: Config, staged: Path, run_id: str) -> RegisteredModel:
     except MlflowException as e:
         if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
             raise
-    root = models_root(cfg) / name
-    mv = c.create_model_version(name, source=str((root / "pending").resolve()), run_id=run_id)
-    final = root / str(mv.version)
+    with mlflow.start_run(run_id=run_id):
+        source = log_model(staged, [f"customer-value=={__version__}"])
+    mv = c.create_model_version(name, source=source, run_id=run_id)
+    final = models_root(cfg) / name / str(mv.version)
     if final.exists():
-        shutil.rmtree(final)
+        raise RuntimeError(f"{final} already exists, yet the registry at {tracking_uri(cfg)} just created version "
+                           f"{mv.version} of {name}: the registry and the store are out of step. Nothing was "
+                           f"deleted; point training.tracking_uri at this store's registry, or move that folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
     c.set_model_version_tag(name, mv.version, "path", str(final.resolve()))
@@ -134,12 +160,41 @@ def mark_ready(cfg: Config, model: RegisteredModel) -> None:
     client(cfg).set_model_version_tag(model.name, str(model.version), "status", READY)
 
 
+def alias_version(cfg: Config, name: str, alias: str) -> int | None:
+    """The version `alias` (`CHAMPION`, `CHALLENGER`) points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client(cfg).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(cfg: Config, model: RegisteredModel, alias: str, why: str) -> None:
+    """Point `alias` at this version and record why on it (tag `<alias>_because`)."""
+    c = client(cfg)
+    c.set_registered_model_alias(model.name, alias, str(model.version))
+    c.set_model_version_tag(model.name, str(model.version), f"{alias}_because", why[:4000])
+
+
 def resolve(cfg: Config, ref: str) -> RegisteredModel:
-    """`name/version` or `name/latest` (the newest ready version) to the artifact."""
+    """`name/version`, `name/latest` (the newest ready version) or `name/champion` / `name/challenger` (MLflow's
+    aliases, `evaluation.promotion`) to the artifact. A registry without a champion yet (versions registered
+    before the aliases existed) serves its newest ready version for `champion`, and says so."""
     name, _, version = ref.partition("/")
     if not name or not version:
-        raise ModelNotFound(f"model reference {ref!r}: expected NAME/VERSION or NAME/latest")
+        raise ModelNotFound(f"model reference {ref!r}: expected NAME/VERSION, NAME/champion or NAME/latest")
     c = client(cfg)
+    if version in (CHAMPION, CHALLENGER):
+        number = alias_version(cfg, name, version)
+        if number is None and version == CHAMPION:
+            latest = resolve(cfg, f"{name}/latest")
+            print(f"[registry] {name} has no {CHAMPION} alias yet: serving its newest ready version "
+                  f"{latest.version}", flush=True)
+            return latest
+        if number is None:
+            raise ModelNotFound(f"model {name!r} has no {version} in the registry at {tracking_uri(cfg)}")
+        version = str(number)
     versions = c.search_model_versions(f"name = '{name}'")
     if version == "latest":
         ready = [v for v in versions if v.tags.get("status") == READY]

@@ -23,6 +23,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -229,6 +231,45 @@ def fit_stats(train: DataFrame, spec: FeatureSpec, min_count: int = 5, max_vocab
         spec.stats["spend_labels"] = {"buyers": int(row["y:buyers"] or 0), "max": float(row["y:max"] or 0.0),
                                       "log_min": row["y:log_min"], "log_max": row["y:log_max"]}
     return spec
+
+
+def input_arrays(features: "pd.DataFrame", spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The network's input arrays from gold.customer_features rows in pandas: `transformed` then `encoded`
+    without Spark, for a model served outside it (`models.pyfunc`: MLflow's `load_model` and `spark_udf`).
+
+    The same arithmetic as the Spark path (sign(x)·log1p(|x|) in double, then float32; the sequence's
+    log1p(max(v, 0)) and presence; the vocabulary's 1-based index, 0 for unknown), checked against it column by
+    column in tests/models/test_pyfunc.py; the product's own scorer keeps the Spark path, the one training used.
+    NaN reads as missing: pandas holds Spark's nulls as NaN (the features tables hold no NaN of their own)."""
+    n = len(features)
+    numeric = []
+    for c in spec.of(NUMERIC):
+        x = pd.to_numeric(features[c.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) \
+            if c.name in features else np.full(n, np.nan)
+        numeric.append(np.where(np.isnan(x), 0.0, np.sign(x) * np.log1p(np.abs(x))).astype(np.float32))
+    for c in spec.of(NUMERIC):
+        if c.null_policy == "indicator":
+            missing = features[c.name].isna().to_numpy() if c.name in features else np.ones(n, dtype=bool)
+            numeric.append(missing.astype(np.float32))
+    channels = [features[name].tolist() if name in features else [None] * n for name in SEQUENCE_CHANNELS]
+    seq = np.zeros((n, spec.sequence_length, len(SEQUENCE_CHANNELS) + 1), dtype=np.float64)
+    for i in range(n):
+        first = channels[0][i]
+        length = min(len(first) if first is not None else 0, spec.sequence_length)
+        for c, values in enumerate(channels):
+            v = values[i]
+            for p in range(min(length, len(v) if v is not None else 0)):
+                if v[p] is not None and not np.isnan(v[p]):
+                    seq[i, p, c] = np.log1p(max(float(v[p]), 0.0))
+        seq[i, :length, -1] = 1.0
+    out = {"numeric": np.stack(numeric, axis=1) if numeric else np.zeros((n, 0), np.float32),
+           "sequence": seq.reshape(n, -1).astype(np.float32)}
+    for name in spec.categorical_inputs:
+        index = {v: i + 1 for i, v in enumerate(spec.vocabulary(name))}
+        values = features[name].tolist() if name in features else [None] * n
+        out[f"cat_{name}"] = np.array([0 if v is None or (isinstance(v, float) and np.isnan(v))
+                                       else index.get(str(v), 0) for v in values], dtype=np.int32)
+    return out
 
 
 def encoded(transformed_rows: DataFrame, spec: FeatureSpec) -> DataFrame:

@@ -164,8 +164,14 @@ def interval_scale(logits: np.ndarray, spend: np.ndarray, coverage: float = 0.8)
     return float(np.quantile(z, coverage) / ndtri((1 + coverage) / 2))
 
 
-def spend_quantile(logits: np.ndarray, q: float) -> np.ndarray:
-    """The q-quantile of the whole zero-inflated distribution: 0 while q <= P(no purchase)."""
+def spend_quantile(logits: np.ndarray, q: float, sigma_scale: float = 1.0) -> np.ndarray:
+    """The q-quantile of the horizon's spend, no purchase included: 0 while q <= P(no purchase), else the
+    (q - P(no purchase)) / P(purchase) quantile of spend given a purchase (σ times the interval's calibration
+    `sigma_scale`, as `spend_quantile_if_buying`).
+
+    Why published beside the interval given a purchase: a customer unlikely to buy has a high spend if buying
+    yet an expected spend near 0; the 10-90 % range of what they will spend is then [0, small], and that is
+    what a budget reads, not [1,500, 12,677] beside an expected 0.01."""
     p, mu, sigma = distribution(logits)
     inner = np.clip((q - (1 - p)) / np.maximum(p, 1e-12), 1e-12, 1 - 1e-12)
-    return np.where(q <= 1 - p, 0.0, np.exp(np.minimum(mu + sigma * ndtri(inner), 700.0)))
+    return np.where(q <= 1 - p, 0.0, np.exp(np.minimum(mu + sigma_scale * sigma * ndtri(inner), 700.0)))

@@ -176,7 +176,7 @@ def score_snapshot(spark: SparkSession, cfg: Config, snapshot: date | None = Non
     t_start = time.perf_counter()
     tables = Tables(cfg.storage)
     sc = cfg.scoring
-    model = registry.resolve(cfg, model_ref or f"{cfg.training.model_name}/latest")
+    model = registry.resolve(cfg, model_ref or f"{cfg.training.model_name}/{registry.CHAMPION}")
     spec = _spec(model)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_size))
     snapshot, feats = features_at(spark, tables, snapshot)
@@ -194,7 +194,10 @@ def score_snapshot(spark: SparkSession, cfg: Config, snapshot: date | None = Non
         out = out.select(F.lit(snapshot).cast("date").alias("snapshot_date"), "customer_id",
                          F.lit(model.name).alias("model_name"), F.lit(model.version).alias("model_version"),
                          *SCORE_COLUMNS[4:])
-        tables.write(out, "gold.customer_scores", replace_where=f"snapshot_date = '{snapshot}'")
+        # mergeSchema: a table scored before the interval of spend given a purchase got its own columns gains
+        # them (its older snapshots hold null there; docs/analysts.md)
+        tables.write(out, "gold.customer_scores", replace_where=f"snapshot_date = '{snapshot}'",
+                     options={"mergeSchema": "true"})
         _log(f"gold.customer_scores at {snapshot} written ({time.perf_counter() - t0:.1f} s)")
     finally:
         scored.unpersist()

@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from customer_value.config import ActionRule, TierThresholds
 
-PREDICTED = ("expected_spend", "spend_p10", "spend_p90", "buy_probability", "churn_probability")
+PREDICTED = ("expected_spend", "spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90",
+             "buy_probability", "churn_probability")
 
 
 def model_udf_schema(keep: Sequence[str], reason_count: int) -> str:
