@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from pyspark.sql import types as T
 
+# The published 10-90 % intervals of a model with a distribution (gold.customer_scores,
+# gold.backtest_predictions): of the horizon's spend, no purchase counted as 0 (`ziln.spend_quantile`), and of
+# the spend given a purchase (`ziln.spend_quantile_if_buying`).
+INTERVALS = ("spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90")
+
 
 @dataclass(frozen=True)
 class Column:

@@ -35,6 +35,7 @@ from customer_value.evaluation.report import vs_oracle, write_report
 from customer_value.features.run import (fresh_snapshots, inputs_key, read_silver, rows_per_snapshot, snapshot_in,
                                          snapshot_labels, write_features, write_labels)
 from customer_value.landing import Location, under_root
+from customer_value.schemas import INTERVALS
 from customer_value.synthetic.oracle import oracle
 from customer_value.tables import Tables
 
@@ -98,7 +99,7 @@ def side_by_side(labels: DataFrame, models: dict[str, tuple[DataFrame, str]], sn
     return out.select(
         F.lit(snapshot).alias("snapshot_date"), F.lit(horizon_days).alias("horizon_days"), "customer_id", "model",
         "model_version", "predicted_spend", "churn_probability", "actual_spend", "actual_orders", "churned",
-        *PREDICTION_COLUMNS[3:])
+        *INTERVALS)
 
 
 def snapshot_and_horizon(cfg: Config, snapshot: date | None, horizon_days: int | None) -> tuple[date, int]:
@@ -258,7 +259,7 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
     rows = tables.read(spark, "gold.backtest_predictions").where(
         (F.col("snapshot_date") == F.lit(snapshot)) & (F.col("horizon_days") == horizon_days))
     cols = ["customer_id", "model", "model_version", "predicted_spend", "churn_probability", "actual_spend", "churned"]
-    cols += [c for c in PREDICTION_COLUMNS[3:] if c in rows.columns]       # the intervals
+    cols += [c for c in INTERVALS if c in rows.columns]
     pdf = canonical_rows(rows.select(*cols).toPandas())
     if pdf.empty:
         raise BacktestError(f"gold.backtest_predictions has no rows for snapshot {snapshot}, horizon {horizon_days}: "

@@ -21,10 +21,10 @@ from pyspark.sql import functions as F
 from customer_value.baselines.clv import ClvModel, fit_clv, predict_clv
 from customer_value.baselines.rfm import PROSPECT, RfmModel, fit_rfm, predict_rfm, rfm_scores
 from customer_value.config import Config
+from customer_value.schemas import INTERVALS
 from customer_value.tables import Tables
 
-PREDICTION_COLUMNS = ("customer_id", "predicted_spend", "churn_probability", "spend_p10", "spend_p90",
-                      "spend_if_buying_p10", "spend_if_buying_p90")
+PREDICTION_COLUMNS = ("customer_id", "predicted_spend", "churn_probability", *INTERVALS)
 
 
 def _log(msg: str) -> None:

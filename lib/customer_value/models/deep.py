@@ -29,13 +29,12 @@ from customer_value.models import promotion
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
+from customer_value.schemas import INTERVALS
 from customer_value.models.ziln import (distribution, expected_spend, level_scale, spend_quantile,
                                         spend_quantile_if_buying)
 
 PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
                "spend_p10 double, spend_p90 double, spend_if_buying_p10 double, spend_if_buying_p90 double")
-# the published interval columns: of the horizon's spend (0 included), and of the spend given a purchase
-INTERVALS = ("spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90")
 
 
 class LeakError(ValueError):

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from customer_value.scoring.score import PREDICTED
+
 ARTIFACT = "artifact"       # the key of the version's folder among the MLflow model's artifacts
-# what `predict` returns, one row per input row, in its order (a `spark_udf` result type)
-OUTPUTS = ("expected_spend", "spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90",
-           "buy_probability", "churn_probability")
+# what `predict` returns, one row per input row, in its order: the scorer's predicted columns (a `spark_udf`
+# result type)
+OUTPUTS = PREDICTED
 RESULT_TYPE = ", ".join(f"{c} double" for c in OUTPUTS)
-# the files of a version the served model needs (its metrics, report and card stay with the product's copy)
-PARTS = ("saved_model", "calibration.json", "spec.json", "training.json")
 
 
 class ServedModel(PythonModel):

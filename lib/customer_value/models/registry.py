@@ -179,7 +179,7 @@ def set_alias(cfg: Config, model: RegisteredModel, alias: str, why: str) -> None
 
 def resolve(cfg: Config, ref: str) -> RegisteredModel:
     """`name/version`, `name/latest` (the newest ready version) or `name/champion` / `name/challenger` (MLflow's
-    aliases, `evaluation.promotion`) to the artifact. A registry without a champion yet (versions registered
+    aliases, `models.promotion`) to the artifact. A registry without a champion yet (versions registered
     before the aliases existed) serves its newest ready version for `champion`, and says so."""
     name, _, version = ref.partition("/")
     if not name or not version:

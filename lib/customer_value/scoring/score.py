@@ -17,9 +17,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from customer_value.config import ActionRule, TierThresholds
+from customer_value.schemas import INTERVALS
 
-PREDICTED = ("expected_spend", "spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90",
-             "buy_probability", "churn_probability")
+PREDICTED = ("expected_spend", *INTERVALS, "buy_probability", "churn_probability")
 
 
 def model_udf_schema(keep: Sequence[str], reason_count: int) -> str:
