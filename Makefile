@@ -15,6 +15,10 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=3
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# pytest-xdist worker processes for the test targets (each its own Spark session): two fill this 2-core machine's
+# cores while the other waits on a JVM start or a process; 0 runs the suite in one process
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 .PHONY: setup demo smoke test test-all reliability-doc notebooks validate-bundle bench-generate bench-features bench-training bench-transactions bench-scoring bench-daily clean-data
 
@@ -63,17 +67,17 @@ bench-generate: setup
 # the quick tier: unit and integration tests on local Spark, real Delta, one horovodrun -np 2 smoke run, MLflow on
 # SQLite, CLI processes where a test needs one; the `slow` marker is left out
 test: setup
-	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # everything: the quick tier and the slow one (kill harness, end-to-end pipelines and backtests, trainings,
 # spark-submit); .ci/run runs this
 test-all: setup
-	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # the kill-and-rerun harness, then docs/reliability.md from the table it wrote to reports/ (tests never change a
 # tracked file)
 reliability-doc: setup
-	$(RUN) $(PY) -m pytest tests/reliability/test_kill_rerun.py $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest tests/reliability/test_kill_rerun.py $(XDIST) $(PYTEST_ARGS)
 	cp reports/reliability.md docs/reliability.md
 	echo "docs/reliability.md written from reports/reliability.md"
 

@@ -1,5 +1,5 @@
 """The product's own stages through the pipeline runner, on the shared reference run (tests/reference.py: a small
-generated shop taken through every stage by `customer-value pipeline --only STAGE`): each stage ran once and
+generated shop taken through every stage by one `customer-value pipeline` process): each stage ran once and
 recorded itself, a second run skips every one, and a changed input reruns exactly the stages it reaches."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def _register(cfg, run_key: str, name: str) -> registry.RegisteredModel:
     return registry.register(cfg, _staged(cfg, run_key, name), run.info.run_id)
 
 
-def test_only_a_whole_unready_version_of_the_same_run_is_taken_over(tmp_path, monkeypatch):
+def test_only_a_whole_unfinished_version_of_the_same_run_is_taken_over(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path}"])
     assert registry.unfinished(cfg, "run-a") is None                    # no model registered at all
@@ -39,6 +39,8 @@ def test_only_a_whole_unready_version_of_the_same_run_is_taken_over(tmp_path, mo
     assert registry.unfinished(cfg, "run-b") is None                    # another S, horizon or config
 
     registry.mark_ready(cfg, first)
+    assert registry.unfinished(cfg, "run-a").version == first.version   # ready, killed before its decision
+    registry.set_alias(cfg, first, registry.CHAMPION, "the first version of this model")
     assert registry.unfinished(cfg, "run-a") is None                    # finished: a rerun trains anew
 
     second = _register(cfg, "run-a", "2")

@@ -28,7 +28,7 @@ from deltalake import DeltaTable
 
 from customer_value.pipeline import STAGES
 from customer_value.tables import FAULT_PAUSE_ENV
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_folder
 from tests.reference import CUSTOMERS, STAGES_RUN, command, run_stage, stage_env, wait_for
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,6 @@ RECOVERY = {r"taking over the lock of run": "took over the dead run's lock",
 # by 0.000-0.025 in Gini and 0.003-0.007 in ROC-AUC (0.02 failed once in CI). Whether it resumed at all is asserted
 # on its loss, not here.
 TOLERANCE = {"spend_gini": 0.05, "churn_roc_auc": 0.05}
-RESULTS: list[tuple[str, str, str, str]] = []
 REPORT = ROOT / "reports" / "reliability.md"
 
 
@@ -130,14 +129,20 @@ def _outputs(root: Path, stage: str, reference: Path) -> dict[str, tuple[int, st
     return {n: checksum(root / n.split(".")[0] / n.split(".")[1], root, reference) for n in names}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    _write_report()
+@pytest.fixture()
+def results(request, tmp_path_factory):
+    """The report's rows this test adds, kept in the run's shared folder: the tests may run in different xdist
+    workers, and the session's end (tests/conftest.py) writes the report from every worker's rows."""
+    rows: list[tuple[str, str, str, str]] = []
+    yield rows
+    folder = run_folder(tmp_path_factory) / "reliability"
+    folder.mkdir(exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+    (folder / f"{name}.json").write_text(json.dumps(rows))
 
 
 @pytest.mark.parametrize("stage", STAGES_KILLED)
-def test_kill_any_stage_again_and_again_then_rerun(reference, tmp_path, stage):
+def test_kill_any_stage_again_and_again_then_rerun(reference, tmp_path, stage, results):
     """Each kill point in turn on one store (the first run killed before its first commit, its rerun after one
     commit, that one's rerun after three), then a run to the end: each run after a kill must find the dead run's
     leftovers (at least its lock) and the last must leave every output equal to the clean run's."""
@@ -156,7 +161,7 @@ def test_kill_any_stage_again_and_again_then_rerun(reference, tmp_path, stage):
         after = recovered(logs[n + 1].read_text())
         fault = (("SIGKILL " if n == 0 else "then its rerun SIGKILLed ") + point +
                  ("" if k else " (the stage ended first)"))
-        RESULTS.append((stage, fault, "; ".join(after) or "nothing to recover", outcome))
+        results.append((stage, fault, "; ".join(after) or "nothing to recover", outcome))
     assert killed[0], f"{stage} never reached its first commit"
     assert all("took over the dead run's lock" in recovered(logs[n + 1].read_text())
                for n, k in enumerate(killed) if k), f"{stage}: a run after a kill did not take over the dead lock"
@@ -223,7 +228,7 @@ def _checkpoint_epoch(root: Path) -> int:
         return 0
 
 
-def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference, tmp_path):
+def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference, tmp_path, results):
     """Training's two crashes on one store. (1) Horovod rank 1 SIGKILLed after the second checkpoint: the stage
     must fail by itself, naming the rank, not hang. (2) Its rerun must resume from the checkpoint and train only
     the remaining epochs; it is SIGKILLed during its backtest, once its model is registered (not yet ready).
@@ -260,10 +265,10 @@ def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference,
     outcome, info = _compare_model(root, store)
     training = json.loads((root / "models" / "customer_value" / info["version"] / "training.json").read_text())
     resumed_at = training["ranks"][0]["initial_epoch"]
-    RESULTS.append(("train", f"SIGKILL of Horovod rank 1 after checkpoint {epoch} of 8 (the stage then failed by "
+    results.append(("train", f"SIGKILL of Horovod rank 1 after checkpoint {epoch} of 8 (the stage then failed by "
                              f"itself, exit {code})", "; ".join(recovered(resumed)) +
                     f" (at epoch {resumed_at})", outcome))
-    RESULTS.append(("train", "SIGKILL of the resumed run during its backtest, after its model was registered (not "
+    results.append(("train", "SIGKILL of the resumed run during its backtest, after its model was registered (not "
                              "yet ready)", "; ".join(recovered(last)) + f"; served version {info['version']}",
                     outcome))
     assert resumed_at >= 2, training["ranks"][0]
@@ -280,9 +285,12 @@ def test_kill_a_horovod_rank_then_the_resumed_run_during_its_backtest(reference,
     assert outcome.startswith("within tolerance"), outcome
 
 
-def _write_report() -> None:
-    if {s for s, *_ in RESULTS} != {*STAGES_KILLED, "train"}:
+def write_report(results: list[tuple[str, str, str, str]]) -> None:
+    """reports/reliability.md from every test's rows (in the order of the stages), where every stage is there."""
+    if {s for s, *_ in results} != {*STAGES_KILLED, "train"}:
         return              # a partial run (-k, a test that errored before its kills) keeps the last full table
+    order = [*STAGES_KILLED, "train"]
+    results = sorted(results, key=lambda r: order.index(r[0]))      # stable: a stage's rows keep their order
     tolerance = ", ".join(f"{k} ± {v}" for k, v in TOLERANCE.items())
     lines = ["# Reliability", "",
              "Written by `tests/reliability/test_kill_rerun.py` into `reports/reliability.md`; `make "
@@ -304,7 +312,7 @@ def _write_report() -> None:
              "the rerun backtests that version instead of training again. The baselines' metrics must be identical. "
              "The backtest tables must have the clean run's row counts.", "",
              "| stage | fault injected | the next run recovered | outcome of the last run |", "|---|---|---|---|"]
-    lines += [f"| {s} | {f} | {n} | {o} |" for s, f, n, o in RESULTS]
+    lines += [f"| {s} | {f} | {n} | {o} |" for s, f, n, o in results]
     lines += ["", "Also tested, with the outcome asserted rather than tabled:",
               "- two pipeline runs started at once on one store: one runs and the other stops with the lock's "
               "holder named (`tests/reliability/test_concurrent.py`);",

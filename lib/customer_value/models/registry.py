@@ -136,14 +136,22 @@ def register(cfg: Config, staged: Path, run_id: str) -> RegisteredModel:
 REGISTERED_PARTS = ("saved_model", "calibration.json", "spec.json", "training.json")
 
 
+def decided(tags: dict[str, str]) -> bool:
+    """Whether the promotion decision (`set_alias`: champion or challenger, and why) was recorded on a version."""
+    return any(f"{alias}_because" in tags for alias in (CHAMPION, CHALLENGER))
+
+
 def unfinished(cfg: Config, run_key: str) -> RegisteredModel | None:
-    """The newest registered version not yet ready whose artifact under this storage root is whole and was
-    trained for `run_key` (the same S, horizon and training configuration): a train stage killed during its
-    backtest left it. Its rerun backtests that version instead of training another and leaving this one behind,
-    never ready. An artifact is whole or absent: it is staged, then moved into place in one rename."""
+    """The newest unfinished version whose artifact under this storage root is whole and was trained for
+    `run_key` (the same S, horizon and training configuration): not yet ready (a train stage killed during its
+    backtest left it), or ready with no promotion decision recorded (killed between `mark_ready` and
+    `set_alias`). Its rerun backtests that version and decides, instead of training another and leaving this one
+    behind, never ready or never compared. An artifact is whole or absent: it is staged, then moved into place in
+    one rename."""
     name = cfg.training.model_name
     versions = client(cfg).search_model_versions(f"name = '{name}'")
-    for mv in sorted((v for v in versions if v.tags.get("status") != READY), key=lambda v: -int(v.version)):
+    for mv in sorted((v for v in versions if v.tags.get("status") != READY or not decided(v.tags)),
+                     key=lambda v: -int(v.version)):
         path = models_root(cfg) / name / str(mv.version)
         if not all((path / part).exists() for part in REGISTERED_PARTS):
             continue
