@@ -9,6 +9,7 @@ per-stage processes (`--only STAGE`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -21,7 +22,17 @@ from customer_value.config import Config, load_config
 from tests.conftest import ROOT
 from tests.e2e.conftest import shop_config
 
-KEY = "k-" + secrets.token_hex(16)
+
+def _run_key() -> str:
+    """A real random key for this test run, the same in every xdist worker (one builds the reference run, all read
+    it and rerun its stages): derived from xdist's random id of the run where there is one."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return "k-" + secrets.token_hex(16)
+    return "k-" + hashlib.sha256(f"customer-value test key {run}".encode()).hexdigest()[:32]
+
+
+KEY = _run_key()
 SNAPSHOT = "2025-10-01"
 CUSTOMERS = 600
 STAGES_RUN = ("ingest", "clean", "features", "train", "score", "monitor")
