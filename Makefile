@@ -15,8 +15,8 @@ RUN := env PATH="$(VENV)/bin:$$PATH" PYTHONPATH="$(CURDIR)/lib" CUSTOMER_VALUE_J
        PYSPARK_PYTHON="$(PY)" PYSPARK_DRIVER_PYTHON="$(PY)" TF_CPP_MIN_LOG_LEVEL=3
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-# pytest-xdist worker processes for the test targets (each its own Spark session): two fill this 2-core machine's
-# cores while the other waits on a JVM start or a process; 0 runs the suite in one process
+# pytest-xdist worker processes for the test targets (each its own Spark session): on this 2-core machine two use
+# the fifth of the time one process leaves a core idle (docs/stack.md); 0 runs the suite in one process
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 

@@ -50,11 +50,6 @@ def run_folder(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def run_folder_of(config: pytest.Config) -> Path:
-    """`run_folder` as the session's end sees it (the controller's temp folder is the run's)."""
-    return config._tmp_path_factory.getbasetemp()        # noqa: SLF001 - pytest's own factory, as tmp_path_factory
-
-
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
     """`<run folder>/name`, built by `build(folder)` in whichever process asks first while the others wait on a
     file lock, then read by all: an expensive fixture costs one build per run, not one per worker. A build that
@@ -180,7 +175,8 @@ def pytest_sessionfinish(session):
     """The controller (or a plain run) writes the kill harness's report once every worker is done."""
     if hasattr(session.config, "workerinput"):
         return
-    rows = sorted((run_folder_of(session.config) / "reliability").glob("*.json"))
+    factory = session.config._tmp_path_factory        # noqa: SLF001 - pytest's own, what tmp_path_factory returns
+    rows = sorted((run_folder(factory) / "reliability").glob("*.json"))
     if rows:
         from tests.reliability.test_kill_rerun import write_report
 
