@@ -55,7 +55,8 @@ def main() -> None:
             "transactions.date_format=yyyyMMdd", "transactions.columns.customer_id=c0",
             "transactions.columns.date=c1", "transactions.columns.quantity=c2", "transactions.columns.amount=c3",
             f"cleaning.shop_opened={OPENED}", f"cleaning.as_of={LAST}", "pseudonymisation.demo_mode=true",
-            "backtest.min_history_days=150", *args.overrides])
+            # the refit for serving changes none of the backtest's figures: not trained here
+            "backtest.min_history_days=150", "training.refit=false", *args.overrides])
         with spark_session(cfg) as spark:
             write_landing(adapt(spark, str(root / "tx.txt"), cfg.transactions), landing_uri(cfg))
             ingest(spark, cfg)

@@ -93,6 +93,10 @@ class TrainingConfig(_Strict):
                               "snapshots whose horizon ended by S - H is scored at S - H: its predicted total "
                               "over the actual one sets the served model's level (`level_scale`), a check one "
                               "horizon ahead in time that the validation split cannot make.")
+    refit: bool = Field(True, description="After the backtest, the version that serves is trained again with the "
+                        "backtest's settings and epoch count on the latest labelled snapshots (horizon ended by S + "
+                        "H), its level measured by the backtest itself at S; the backtested model is kept beside "
+                        "it (`backtest/`) for the champion's next comparison. false: the backtested model serves.")
     network: NetworkSettings = NetworkSettings()
     horovod: HorovodSettings = HorovodSettings()
 
@@ -239,6 +243,10 @@ class BacktestConfig(_Strict):
     rfm_shrinkage: float = Field(20.0, ge=0, description="Pseudo-customers pulling a small RFM cell to its segment.")
     spend_fit_max_customers: int = Field(200_000, gt=0, description="Sample size for the Gamma-Gamma fit.")
     report_dir: str = Field("reports", description="Where reports go; relative paths are under storage.root.")
+    role: Literal["test", "selection"] = Field(
+        "test", description="What this backtest is for, recorded in gold.model_metrics: `selection` where settings "
+                            "are chosen (snapshots before the one reported), `test` where they are only reported "
+                            "(docs/evaluation.md: the protocol).")
 
 
 class PromotionRule(_Strict):

@@ -26,11 +26,12 @@ from customer_value.tables import Tables
 pytestmark = pytest.mark.slow
 DEEP = DeepModel.name
 MODELS = {RFM, CLV, ORACLE, DEEP}
-# The monitor at S against the model's training snapshot 90 days earlier (July against October in this shop): the
-# features that follow the season move (spend_trend_90d PSI 0.124, recency_days 0.115: measured; both come from the
-# seeded shop alone, not from the model) past `monitor.watch` (0.1) and far from `monitor.retrain` (0.25); the
-# scores move less (about 0.09). So the verdict this data must give is watch, led by those features.
-VERDICT_AT_S = "watch"
+# The monitor a quarter before S against the served refit's training snapshot S (July against October in this
+# shop): the features that follow the season move past `monitor.watch` (0.1) and stay below `monitor.retrain`
+# (0.25): measured spend_trend_90d PSI 0.117, recency_days 0.110, and tenure_days 0.236 (a quarter less tenure),
+# from the seeded shop alone, not the model; the scores move less (value_score 0.053, churn 0.065). So the
+# verdict this data must give is watch, led by those features.
+VERDICT_BEFORE_S = "watch"
 SEASONAL = {"spend_trend_90d", "recency_days"}
 
 
@@ -173,12 +174,22 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     for name in ("saved_model/saved_model.pb", "spec.json", "training.json", "metrics.json", "MODEL_CARD.md",
                  "report/report.html"):
         assert (path / name).exists(), name
-    training = json.loads((path / "training.json").read_text())
+    # the model the backtest scored, kept in the version (`backtest/`): trained on labels that end by S
+    training = json.loads((path / "backtest" / "training.json").read_text())
     ts = training["training_set"]
     assert all(date.fromisoformat(s) + timedelta(days=ts["horizon_days"]) <= result.snapshot for s in ts["snapshots"])
     assert set(ts["delta_versions"]) == {"gold.customer_features", "gold.customer_labels"}
     ranks = training["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and ranks[0]["steps_per_epoch"] == ranks[1]["steps_per_epoch"]
+    # the model that serves: the same recipe refitted one horizon later (its newest snapshot is S, whose labels the
+    # backtest scored against), for the backtest's best epoch count, on the network the backtest resolved
+    refit = json.loads((path / "training.json").read_text())
+    h = timedelta(days=ts["horizon_days"])
+    assert refit["training_set"]["snapshots"] == [str(date.fromisoformat(s) + h) for s in ts["snapshots"]]
+    assert refit["training_set"]["snapshots"][-1] == str(result.snapshot)
+    assert refit["plan"]["network"] == training["plan"]["network"]
+    assert refit["plan"]["epochs"] == ranks[0]["best_epoch"] == refit["ranks"][0]["epochs_run"]
+    assert refit["run_key"] == training["run_key"] and json.loads(json.dumps(deep.refit, default=str)) == refit
     assert json.loads((path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
     # the registry: NAME/latest is this version, tracked with its params and metrics
     latest = registry.resolve(cfg, f"{cfg.training.model_name}/latest")
@@ -186,8 +197,9 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     run = registry.client(cfg).get_run(latest.run_id)
     assert run.data.params["num_proc"] == "2" and "backtest.spend_gini" in run.data.metrics
     assert run.data.metrics["backtest.spend_gini"] == pytest.approx(result.metrics[DEEP]["spend_gini"])
-    # the registered model, loaded again, scores the snapshot exactly as in the backtest
+    # the registered version, loaded again for a backtest, scores the snapshot exactly as in the backtest
     loaded = DeepModel.load(cfg, f"{cfg.training.model_name}/latest")
+    assert loaded.path == path / "backtest"
     feats = Tables(cfg.storage).read(spark, "gold.customer_features").where(f"snapshot_date = '{result.snapshot}'")
     again = loaded.predict(feats, None).toPandas().set_index("customer_id").sort_index()
     preds = read(cfg, "gold.backtest_predictions")
@@ -205,21 +217,29 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     # backtesting it at an S its labels reach past is refused
     with pytest.raises(LeakError, match="learned from labels up to"):
         run_backtest(spark, cfg, result.snapshot - timedelta(days=60), 30, [loaded])
-    # the first version is the champion, and MLflow's own tools load it: on the snapshot's features (with the
-    # BG/NBD inputs the product fits on the whole snapshot) it scores as the product's scorer did (float32: a
-    # few customers in thousands differ in the sixth digit, as between two batch sizes)
+    # the first version is the champion, and MLflow's own tools load what it serves (the refit): on the snapshot's
+    # features (with the BG/NBD inputs the product fits on the whole snapshot) it scores as the product's scorer
+    # does (float32: a few customers in thousands differ in the sixth digit, as between two batch sizes)
     import mlflow
     from pyspark.sql import functions as F
 
     from customer_value.models.btyd_inputs import prepared
+    from customer_value.models.deep import score_frame
     from customer_value.models.pyfunc import OUTPUTS, RESULT_TYPE
+
+    from customer_value.models.spec import FeatureSpec
+
+    spec = FeatureSpec.from_json((path / "spec.json").read_text())
+    again = (score_frame(feats, str(path), spec, cfg.backtest.spend_fit_max_customers)
+             .toPandas().set_index("customer_id").sort_index())
+    assert (again.predicted_spend - mine.predicted_spend).abs().max() > 1e-6     # another model than the backtest's
 
     name = cfg.training.model_name
     assert registry.alias_version(cfg, name, registry.CHAMPION) == deep.registered.version
     version = registry.client(cfg).get_model_version(name, str(deep.registered.version))
     assert version.tags["champion_because"] == "the first version of this model"
     uri = f"models:/{name}@{registry.CHAMPION}"
-    ready = prepared(feats, loaded.spec, cfg.backtest.spend_fit_max_customers)
+    ready = prepared(feats, spec, cfg.backtest.spend_fit_max_customers)
     pdf = ready.toPandas()
     served = mlflow.pyfunc.load_model(uri).predict(pdf)
     served.index = pdf["customer_id"]
@@ -254,46 +274,70 @@ def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark
     assert level["customers"] == len(there) and level["buyers"] == int((there.future_spend > 0).sum())
     assert level["level_scale"] == level_scale(level["predicted_total"], level["actual_total"], level["buyers"])
     assert level["level_scale"] != 1.0
-    calibration = json.loads((deep.registered.path / "calibration.json").read_text())
+    calibration = json.loads((deep.registered.path / "backtest" / "calibration.json").read_text())
     assert calibration["level_scale"] == level["level_scale"]
+    # the served refit's level: the backtest's own at S, its predicted total taken before its level correction
+    refit = deep.refit["level_check"]
+    preds = read(cfg, "gold.backtest_predictions")
+    mine = preds[(preds.model == DEEP) & (preds.snapshot_date.astype(str) == str(result.snapshot))]
+    assert refit["snapshot"] == str(result.snapshot)
+    assert refit["actual_total"] == pytest.approx(float(mine.actual_spend.sum()))
+    assert refit["predicted_total"] == pytest.approx(float(mine.predicted_spend.sum()) / level["level_scale"])
+    assert refit["level_scale"] == level_scale(refit["predicted_total"], refit["actual_total"], refit["buyers"])
+    served = json.loads((deep.registered.path / "calibration.json").read_text())
+    assert served["level_scale"] == refit["level_scale"]
 
 
 def test_the_trained_model_scores_the_snapshot_into_tiers_that_mean_something(spark, trained):
-    """`customer-value score` with the registered model: the backtest's own predictions, a fifth of the customers
-    in the high tier, tiers ordered by the spend that followed, three reasons each, named segments; the monitor."""
+    """`customer-value score` with the registered version serves its refit (the product's scorer on the served
+    artifact): a fifth of the customers in the high tier, tiers ordered by the spend that followed, three reasons
+    each, named segments; the monitor against the refit's training snapshot, S itself."""
+    from customer_value.models.deep import score_frame
+    from customer_value.models.spec import FeatureSpec
+
     cfg, result, deep = trained
     scored = score_snapshot(spark, cfg, result.snapshot)
     assert scored.model == deep.version
     scores = read(cfg, "gold.customer_scores").set_index("customer_id").sort_index()
+    served = deep.registered.path
+    feats = Tables(cfg.storage).read(spark, "gold.customer_features").where(f"snapshot_date = '{result.snapshot}'")
+    spec = FeatureSpec.from_json((served / "spec.json").read_text())
+    product = (score_frame(feats, str(served), spec, cfg.backtest.spend_fit_max_customers).toPandas()
+               .set_index("customer_id").sort_index())
     preds = read(cfg, "gold.backtest_predictions")
-    mine = preds[preds.model == DEEP].set_index("customer_id").sort_index()
-    joined = mine.join(scores[["expected_spend", "tier"]], how="inner")
+    mine = preds[(preds.model == DEEP) & (preds.snapshot_date.astype(str) == str(result.snapshot))]
+    joined = (mine.set_index("customer_id").join(scores[["expected_spend", "tier"]], how="inner")
+              .join(product.add_suffix("_served")))
     assert len(joined) == len(mine) == scored.customers
-    np.testing.assert_allclose(joined.expected_spend, joined.predicted_spend, rtol=1e-4)
+    np.testing.assert_allclose(joined.expected_spend, joined.predicted_spend_served, rtol=1e-4)
     share = scores.tier.value_counts(normalize=True)
     assert abs(share["high"] - 0.2) < 0.01 and abs(share["mid"] - 0.2) < 0.01
+    # the refit learned S's labels, so this order is in-sample; the out-of-sample figures are the backtest's
     spend_by_tier = joined.groupby("tier").actual_spend.mean()
     assert spend_by_tier["high"] > 2 * spend_by_tier["mid"] > 2 * spend_by_tier["low"]
     assert all(len(r) == 3 and abs(r[0]["amount"]) >= abs(r[2]["amount"]) for r in scores.top_reasons)
     assert scores.segment.nunique() == cfg.scoring.segments.k
     summary = read(cfg, "gold.segment_summary")
     assert summary.segment_name.notna().all() and summary.customers.sum() == len(scores)
-    drift = monitor(spark, cfg, result.snapshot)
-    columns = {r["column"] for r in drift.rows}
+    # the drift reference is the served model's newest training snapshot: S, for the refit. S against itself has
+    # the same customers, features and scores as the reference, so every PSI is zero and the verdict stable (a
+    # monitor that binned or matched the columns wrongly, or read another snapshot, would see drift here)
+    itself = monitor(spark, cfg, result.snapshot)
+    assert {r["reference_snapshot"] for r in itself.rows} == {result.snapshot}
+    assert max(date.fromisoformat(s) for s in deep.refit["training_set"]["snapshots"]) == result.snapshot
+    assert itself.verdict == "stable" and max(r["psi"] for r in itself.rows) < 1e-9, itself.rows[:3]
+    columns = {r["column"] for r in itself.rows}
     assert columns >= {"value_score", "churn_probability", "recency_days"}
     assert "shop_season_index" not in columns      # one value per snapshot: not a distribution to compare
+    # a quarter earlier against it: the features that follow the season move past `monitor.watch`, and nothing
+    # reaches `monitor.retrain` (VERDICT_BEFORE_S, SEASONAL)
+    before = result.snapshot - timedelta(days=result.horizon_days)
+    score_snapshot(spark, cfg, before)
+    drift = monitor(spark, cfg, before)
     by_column = {r["column"]: r for r in drift.rows}
-    # the model's own training snapshot against itself: the same customers, features and scores as its drift
-    # reference, so every column's PSI is zero and the verdict stable (a monitor that binned or matched the
-    # columns wrongly, or read another snapshot, would see drift here)
-    ref_snapshot = max(date.fromisoformat(s) for s in deep.training["training_set"]["snapshots"])
-    assert {r["reference_snapshot"] for r in drift.rows} == {ref_snapshot}
-    score_snapshot(spark, cfg, ref_snapshot)
-    itself = monitor(spark, cfg, ref_snapshot)
-    assert itself.verdict == "stable" and max(r["psi"] for r in itself.rows) < 1e-9, itself.rows[:3]
-    assert {r["column"] for r in itself.rows} == columns
-    worst = sorted((r["psi"], c) for c, r in by_column.items())[-5:]
-    assert drift.verdict == VERDICT_AT_S, (drift.verdict, worst)
+    worst = sorted((r["psi"], c) for c, r in by_column.items())[-6:]
+    assert {r["column"] for r in drift.rows} == columns
+    assert drift.verdict == VERDICT_BEFORE_S, (drift.verdict, worst)
     assert {c for c, r in by_column.items() if r["status"] == "watch"} >= SEASONAL, worst
     assert all(r["psi"] < cfg.monitor.retrain for r in drift.rows), worst
 

@@ -52,7 +52,8 @@ def result(spark, tmp_path_factory):
         "transactions.date_format=yyyyMMdd", "transactions.columns.customer_id=c0", "transactions.columns.date=c1",
         "transactions.columns.quantity=c2", "transactions.columns.amount=c3", f"cleaning.shop_opened={OPENED}",
         f"cleaning.as_of={LAST}", "pseudonymisation.demo_mode=true", "backtest.min_history_days=150",
-        *TRAINING])
+        # the refit for serving changes none of the backtest's figures (tests/e2e/test_backtest.py covers it)
+        "training.refit=false", *TRAINING])
     write_landing(adapt(spark, str(root / "tx.txt"), cfg.transactions), landing_uri(cfg))
     ingest(spark, cfg)
     clean_all(spark, cfg)

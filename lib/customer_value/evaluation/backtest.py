@@ -252,6 +252,32 @@ def model_versions(pdf: pd.DataFrame) -> dict[str, str]:
     return {str(m): "+".join(sorted({str(v) for v in group})) for m, group in pdf.groupby("model")["model_version"]}
 
 
+def selection_snapshots(spark: SparkSession, tables: Tables, horizon_days: int) -> list[date]:
+    """The snapshots of gold.model_metrics where settings were chosen (role `selection`) for this horizon."""
+    if not tables.exists(spark, "gold.model_metrics"):
+        return []
+    metrics = tables.read(spark, "gold.model_metrics")
+    if "role" not in metrics.columns:
+        return []
+    rows = (metrics.where((F.col("role") == "selection") & (F.col("horizon_days") == horizon_days))
+            .select("snapshot_date").distinct().collect())
+    return sorted(r.snapshot_date for r in rows)
+
+
+def _role_line(spark: SparkSession, tables: Tables, role: str, snapshot: date, horizon_days: int) -> str:
+    """The report's word on the protocol: a selection snapshot says so; a test snapshot is untouched only where no
+    setting was chosen on it or on a later snapshot (whose features and labels reach into its horizon)."""
+    if role == "selection":
+        return "selection: settings are chosen on this snapshot; report figures from a later, untouched one"
+    chosen = selection_snapshots(spark, tables, horizon_days)
+    touched = [s for s in chosen if s + timedelta(days=horizon_days) > snapshot]
+    if touched:
+        _log(f"WARNING: settings were chosen on {', '.join(map(str, touched))}, whose horizon does not end by S = "
+             f"{snapshot}: S is not an untouched test snapshot")
+        return f"test, NOT untouched: settings were chosen on {', '.join(map(str, touched))}"
+    return ("test: untouched (settings chosen on " + ", ".join(map(str, chosen)) + ")") if chosen else "test"
+
+
 def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_days: int,
                       train: list[date] | None = None, extra: dict[str, str] | None = None) -> BacktestResult:
     """Report and gold.model_metrics from gold.backtest_predictions of (S, H): the `evaluate` job."""
@@ -274,6 +300,8 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
         "model versions": ", ".join(f"{m} {v}" for m, v in sorted(versions.items())),
         "customer_value": __version__,
     }
+    role = cfg.backtest.role
+    context["role"] = _role_line(spark, tables, role, snapshot, horizon_days)
     target = report_location(cfg, snapshot, horizon_days)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = write_report(tmp, pdf, f"Backtest at {snapshot}, {horizon_days}-day horizon", context)
@@ -283,13 +311,19 @@ def evaluate_backtest(spark: SparkSession, cfg: Config, snapshot: date, horizon_
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     ratios = vs_oracle(metrics)   # on synthetic data: each metric also as a share of the oracle's
     rows = {m: {**values, **ratios.get(m, {})} for m, values in metrics.items()}
-    long = pd.DataFrame([(m, versions.get(m, ""), snapshot, horizon_days, k, float(v), now)
+    long = pd.DataFrame([(m, versions.get(m, ""), snapshot, horizon_days, role, k, float(v), now)
                          for m, values in rows.items() for k, v in values.items()],
-                        columns=["model", "version", "snapshot_date", "horizon_days", "metric", "value", "evaluated_at"])
+                        columns=["model", "version", "snapshot_date", "horizon_days", "role", "metric", "value",
+                                 "evaluated_at"])
     frame = spark.createDataFrame(long, "model string, version string, snapshot_date date, horizon_days int, "
-                                        "metric string, value double, evaluated_at timestamp")
-    tables.write(frame, "gold.model_metrics", replace_where=f"snapshot_date = '{snapshot}' AND horizon_days = {horizon_days}")
-    _log(f"report: {target}/report.html; {len(long)} metrics in gold.model_metrics")
+                                        "role string, metric string, value double, evaluated_at timestamp")
+    # a selection and a test backtest of the same (S, H) are kept side by side (the test then says S was touched);
+    # a table written before the role column gains it (mergeSchema), and its rows of (S, H) are replaced
+    where = f"snapshot_date = '{snapshot}' AND horizon_days = {horizon_days}"
+    if tables.exists(spark, "gold.model_metrics") and "role" in tables.read(spark, "gold.model_metrics").columns:
+        where += f" AND (role = '{role}' OR role IS NULL)"
+    tables.write(frame, "gold.model_metrics", options={"mergeSchema": "true"}, replace_where=where)
+    _log(f"report: {target}/report.html; {len(long)} metrics in gold.model_metrics; role: {context['role']}")
     for m, values in metrics.items():
         _log(f"  {m:<20} spend Gini {values.get('spend_gini', float('nan')):.3f}, churn ROC-AUC "
              f"{values.get('churn_roc_auc', float('nan')):.3f}, top-decile capture {values.get('spend_top_decile_capture', float('nan')):.3f}")

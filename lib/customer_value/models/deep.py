@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from customer_value.baselines.clv import ClvModel
 from customer_value.config import Config
@@ -151,6 +152,25 @@ def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
     return model_inputs(prepared(features, spec, btyd_max_customers, btyd_fit), spec).mapInPandas(score, PREDICTIONS)
 
 
+BACKTEST_DIR = "backtest"    # in a version's artifact: the model its backtest scored, where a refit serves
+
+
+def backtested(path: Path) -> Path:
+    """The model a version's backtest scored: its `backtest/` where the served model is a refit, else itself."""
+    return path / BACKTEST_DIR if (path / BACKTEST_DIR / "training.json").exists() else path
+
+
+def _whole(folder: Path) -> bool:
+    """A staged model is whole once its training record exists: it is written last."""
+    return (folder / "training.json").exists() and (folder / "saved_model").exists()
+
+
+def _set_level(folder: Path, level: float) -> None:
+    calibration = json.loads((folder / "calibration.json").read_text())
+    calibration["level_scale"] = level
+    (folder / "calibration.json").write_text(json.dumps(calibration, indent=1))
+
+
 class DeepModel:
     """The product's model. `fit` trains and registers a new version; `DeepModel.load` serves a registered one."""
 
@@ -159,16 +179,26 @@ class DeepModel:
     def __init__(self, cfg: Config, registered: registry.RegisteredModel | None = None) -> None:
         self.cfg = cfg
         self.registered, self.version, self.spec, self.training, self.run_id = None, "", None, {}, None
+        self.path: Path | None = None         # the model the backtest scores: `backtest/` of a refitted version
+        self.refit: dict | None = None        # the served refit's training record, once trained (`_refit`)
+        self._data: BacktestData | None = None
+        self._staged: Path | None = None
+        self._work: Path | None = None
         if registered is not None:
             self._use(registered)
 
     def _use(self, registered: registry.RegisteredModel) -> None:
-        """Serve a registered version: its label, feature spec, training record and MLflow run."""
+        """Backtest a registered version: its label and MLflow run, and the model its backtest scored (the
+        version's `backtest/` where the served model is a refit, `backtested`)."""
         self.registered = registered
         self.version = registered.label
-        self.spec = FeatureSpec.from_json((registered.path / "spec.json").read_text())
-        self.training = json.loads((registered.path / "training.json").read_text())
+        self._load(backtested(registered.path))
         self.run_id = registered.run_id
+
+    def _load(self, path: Path) -> None:
+        self.path = path
+        self.spec = FeatureSpec.from_json((path / "spec.json").read_text())
+        self.training = json.loads((path / "training.json").read_text())
 
     @classmethod
     def load(cls, cfg: Config, ref: str) -> "DeepModel":
@@ -189,6 +219,7 @@ class DeepModel:
 
     def fit(self, data: BacktestData) -> None:
         self.check(data.snapshot, data.horizon_days)
+        self._data = data
         if self.registered is None:
             self._train(data)
 
@@ -206,7 +237,17 @@ class DeepModel:
         if self.registered is not None or registry.unfinished(self.cfg, self._run_key(data)) is not None:
             return []
         tc = self.cfg.training
-        return sorted({*data.snapshots(tc.snapshots, tc.snapshot_step_days), *self._level_snapshots(data)})
+        return sorted({*data.snapshots(tc.snapshots, tc.snapshot_step_days), *self._level_snapshots(data),
+                       *self._refit_snapshots(data)})
+
+    def _refit_snapshots(self, data: BacktestData) -> list[date]:
+        """The served refit's training snapshots: the backtest's recipe one horizon later, so the newest is S
+        itself (labels of [S, S + H), in by the scoring date); none where the refit is off."""
+        tc = self.cfg.training
+        if not tc.refit:
+            return []
+        return snapshots_before(data.snapshot + timedelta(days=data.horizon_days), data.horizon_days, data.first_day,
+                                self.cfg.backtest.min_history_days, tc.snapshots, tc.snapshot_step_days)
 
     def _level_snapshots(self, data: BacktestData) -> list[date]:
         """The time-forward level check's training snapshots (horizon ended by S − H), then S − H where it is
@@ -279,8 +320,10 @@ class DeepModel:
         return result
 
     def _train(self, data: BacktestData) -> None:
-        import mlflow
-
+        """The backtest's model: the level check, then the recipe trained on the snapshots before S, staged in
+        `models/<name>/_staging-<run key>/` (under `backtest/` where a refit will serve). Registered by `finish`
+        once the backtest has scored it (and the refit is trained): a version is registered whole. A run killed
+        after staging it backtests that staged model instead of training it again."""
         tc = self.cfg.training
         run_key = self._run_key(data)
         work = Path(under_root(self.cfg, tc.work_dir)).resolve() / run_key
@@ -288,6 +331,16 @@ class DeepModel:
         if interrupted is not None:
             self._adopt(interrupted)
             shutil.rmtree(work, ignore_errors=True)
+            return
+        staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
+        target = staged / BACKTEST_DIR if tc.refit else staged
+        self._staged, self._work = staged, work
+        if _whole(target):
+            self._load(target)
+            self.run_id = self.training["mlflow_run_id"]
+            self.version = f"{tc.model_name}/{registry.next_version(self.cfg)}"
+            _log(f"the model an interrupted run trained for this snapshot, horizon and training configuration is "
+                 f"staged at {target}: backtesting it instead of training again")
             return
         snapshots = data.snapshots(tc.snapshots, tc.snapshot_step_days)
         if not snapshots:
@@ -302,8 +355,7 @@ class DeepModel:
         ts = self._training_set(data, snapshots, work)
         _log(f"training set: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
              f"{', '.join(ts.snapshots)} (Delta versions {ts.delta_versions}) ({time.perf_counter() - t0:.1f} s)")
-        staged = registry.models_root(self.cfg) / tc.model_name / f"_staging-{run_key}"
-        plan = self._plan(work, ts, staged)
+        plan = self._plan(work, ts, target)
         network = plan["network"]                   # `wide: auto` decided on this split
         client = registry.client(self.cfg)
         exp = registry.experiment_id(self.cfg)
@@ -326,26 +378,83 @@ class DeepModel:
                 client.log_metric(self.run_id, metric, v, step=r0["initial_epoch"] + i)
         _log(f"trained: {r0['epochs_run']} epochs of {r0['steps_per_epoch']} steps per rank, best validation loss "
              f"{r0['best_loss']:.4f} at epoch {r0['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
-        spec_text = (work / "data" / "spec.json").read_text()
-        (staged / "spec.json").write_text(spec_text)
+        (target / "spec.json").write_text((work / "data" / "spec.json").read_text())
         if level is not None:         # the served amounts' level, measured one horizon earlier (`_level_check`)
-            calibration = json.loads((staged / "calibration.json").read_text())
-            calibration["level_scale"] = level["level_scale"]
-            (staged / "calibration.json").write_text(json.dumps(calibration, indent=1))
+            _set_level(target, level["level_scale"])
             client.log_param(self.run_id, "level_scale", str(level["level_scale"]))
             for k in ("spend_total_ratio", "spend_mae", "spend_gini"):
                 if level.get(k) is not None:
                     client.log_metric(self.run_id, f"level_check.{k}", float(level[k]))
-        self.training = {"run_key": run_key, "training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
-                         "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
-                         "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id,
-                         "level_check": level}
-        (staged / "training.json").write_text(json.dumps(self.training, indent=1, default=str))
-        self.registered = registry.register(self.cfg, staged, self.run_id)
-        self.spec = FeatureSpec.from_json(spec_text)
-        self.version = self.registered.label
-        shutil.rmtree(work, ignore_errors=True)
-        _log(f"registered {self.version} at {self.registered.path}")
+        training = {"run_key": run_key, "training_set": ts.describe(), "plan": {k: v for k, v in plan.items() if "dir" not in k},
+                    "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
+                    "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id, "level_check": level}
+        # written last: the staged model is whole once it exists (`_whole`)
+        (target / "training.json").write_text(json.dumps(training, indent=1, default=str))
+        self._load(target)
+        self.version = f"{tc.model_name}/{registry.next_version(self.cfg)}"      # the number it will be registered as
+        _log(f"staged the backtest's model at {target}")
+
+    def _refit(self, metrics: dict[str, dict[str, float]]) -> None:
+        """The version that serves: the backtest's recipe (its settings, its network as resolved, its epoch count)
+        trained again on the snapshots one horizon later, the newest being S, whose labels the backtest scored
+        against; staged beside the backtest's model. Its level is the backtest's own measurement: the backtested
+        model (trained up to S − H) scored at S is this recipe one horizon ahead, exactly as the refit scored at
+        S + H will be. A run killed during it resumes from its checkpoints."""
+        from customer_value.evaluation.backtest import backtest_inputs
+        from customer_value.features.run import read_silver
+
+        data, tc, staged, work = self._data, self.cfg.training, self._staged, self._work / "refit"
+        if _whole(staged):
+            _log(f"the refit an interrupted run trained is staged at {staged}")
+            self.refit = json.loads((staged / "training.json").read_text())
+            return
+        at = data.snapshot + timedelta(days=data.horizon_days)
+        later = BacktestData(data.spark, self.cfg, data.tables, at, data.horizon_days, data.first_day,
+                             *backtest_inputs(data.spark, data.tables, read_silver(data.spark, data.tables), self.cfg,
+                                          at, data.horizon_days))
+        snapshots = self._refit_snapshots(data)
+        later.prepare(snapshots)
+        epochs = int(self.training["ranks"][0].get("best_epoch") or self.training["ranks"][0]["epochs_run"])
+        t0 = time.perf_counter()
+        ts = self._training_set(later, snapshots, work)
+        plan = {**self._plan(work, ts, staged), "network": self.training["plan"]["network"],
+                "epochs": epochs, "patience": epochs + 1}
+        if (work / "checkpoints" / "state.json").exists():
+            _log(f"resuming the refit from the checkpoints in {work / 'checkpoints'}")
+        _log(f"refit for serving: {ts.train_rows:,} train + {ts.validation_rows:,} validation rows from snapshots "
+             f"{ts.snapshots[0]} .. {ts.snapshots[-1]}, {epochs} epochs (the backtest's best)")
+        reports = launch(plan, tc.num_proc, tc.launcher)
+        level = self._refit_level(metrics) if tc.level_check else None
+        (staged / "spec.json").write_text((work / "data" / "spec.json").read_text())
+        if level is not None:
+            _set_level(staged, level["level_scale"])
+        client = registry.client(self.cfg)
+        client.log_param(self.run_id, "refit.training_snapshots", ",".join(ts.snapshots))
+        client.log_param(self.run_id, "refit.epochs", str(epochs))
+        if level is not None:
+            client.log_param(self.run_id, "refit.level_scale", str(level["level_scale"]))
+        self.refit = {"run_key": self.training["run_key"], "refit_of": "backtest", "training_set": ts.describe(),
+                      "plan": {k: v for k, v in plan.items() if "dir" not in k},
+                      "ranks": [{k: v for k, v in r.items() if not k.endswith("_keys")} for r in reports],
+                      "config": self.cfg.training.model_dump(), "mlflow_run_id": self.run_id, "level_check": level}
+        (staged / "training.json").write_text(json.dumps(self.refit, indent=1, default=str))
+        _log(f"refit trained: {reports[0]['epochs_run']} epochs, level_scale "
+             f"{1.0 if level is None else level['level_scale']:.3f} ({time.perf_counter() - t0:.1f} s)")
+
+    def _refit_level(self, metrics: dict[str, dict[str, float]]) -> dict:
+        """The refit's level: the backtest's predicted total at S before its own level correction, against what
+        was spent in [S, S + H) (`ziln.level_scale`)."""
+        pdf = (self._data.tables.read(self._data.spark, "gold.backtest_predictions")
+               .where(f"snapshot_date = '{self._data.snapshot}' AND horizon_days = {self._data.horizon_days} "
+                      f"AND model = '{self.name}'").select("predicted_spend", "actual_spend").toPandas())
+        own = calibration_of(self.path)["level_scale"]
+        predicted, actual = float(pdf.predicted_spend.sum()) / own, float(pdf.actual_spend.sum())
+        buyers = int((pdf.actual_spend > 0).sum())
+        result = {"snapshot": str(self._data.snapshot), "predicted_total": predicted, "actual_total": actual,
+                  "buyers": buyers, "level_scale": level_scale(predicted, actual, buyers)}
+        _log(f"the refit's level, from the backtest at {self._data.snapshot}: {predicted:,.0f} predicted before "
+             f"the level correction against {actual:,.0f} spent: level_scale {result['level_scale']:.3f}")
+        return result
 
     def _adopt(self, registered: registry.RegisteredModel) -> None:
         """Take over a version an interrupted run of the same (S, H, training config) trained and registered but
@@ -360,12 +469,19 @@ class DeepModel:
         these features, which is the same fit."""
         fitted = (data.clv(data.snapshot) if data is not None and self.spec is not None and uses_btyd(self.spec)
                   else None)
-        return score_frame(features, str(self.registered.path), self.spec, self.cfg.backtest.spend_fit_max_customers,
+        return score_frame(features, str(self.path), self.spec, self.cfg.backtest.spend_fit_max_customers,
                            fitted, self.cfg.scoring.threads_per_worker)
 
     def finish(self, metrics: dict, report_dir: str, context: dict[str, str]) -> None:
-        """Write the backtest's metrics, report and a model card into the artifact, log them, mark it ready."""
-        path = self.registered.path
+        """After the backtest: the refit for serving (`training.refit`), the backtest's metrics, report and a model
+        card in the artifact, the version registered whole (a version an interrupted run registered is completed
+        instead), the run's logs, and the version marked ready."""
+        if self.registered is None:
+            path = self._staged
+            if self.cfg.training.refit:
+                self._refit(metrics)
+        else:
+            path = self.registered.path
         (path / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         report = path / "report"
         shutil.rmtree(report, ignore_errors=True)
@@ -373,6 +489,15 @@ class DeepModel:
         if src.exists():
             shutil.copytree(src, report)
         (path / "MODEL_CARD.md").write_text(model_card(self, metrics, context))
+        if self.registered is None:
+            expected = self.version
+            self.registered = registry.register(self.cfg, path, self.run_id)
+            self.version = self.registered.label
+            path = self.registered.path
+            if self.version != expected:          # another version was registered since this one was staged
+                self._relabel(expected)
+            shutil.rmtree(self._work, ignore_errors=True)
+            _log(f"registered {self.version} at {path}")
         client = registry.client(self.cfg)
         for k, v in (metrics.get(self.name) or {}).items():
             client.log_metric(self.run_id, f"backtest.{k}", float(v))
@@ -389,6 +514,17 @@ class DeepModel:
         client.set_terminated(self.run_id)
         registry.mark_ready(self.cfg, self.registered)
 
+    def _relabel(self, staged_label: str) -> None:
+        """The backtest's rows name the version the registry was expected to give (`registry.next_version`); where
+        another registration took that number in between, they are renamed to the version registered."""
+        data = self._data
+        where = (f"snapshot_date = '{data.snapshot}' AND horizon_days = {data.horizon_days} AND "
+                 f"model = '{self.name}' AND {{col}} = '{staged_label}'")
+        for table, col in (("gold.backtest_predictions", "model_version"), ("gold.model_metrics", "version")):
+            data.tables.commit(table, lambda t=table, c=col: data.tables.delta_table(data.spark, t).update(
+                where.format(col=c), {c: F.lit(self.version)}))
+        _log(f"the backtest's rows of {staged_label} renamed {self.version}: another version was registered meanwhile")
+
 
 def model_card(model: DeepModel, metrics: dict, context: dict[str, str]) -> str:
     ts = model.training["training_set"]
@@ -396,6 +532,13 @@ def model_card(model: DeepModel, metrics: dict, context: dict[str, str]) -> str:
                      f"{v.get('spend_mae', float('nan')):.1f} |" for m, v in sorted(metrics.items()))
     own = metrics.get(model.name, {})
     cov = own.get("interval_coverage_buyers")
+    served = ""
+    if model.refit:
+        rts = model.refit["training_set"]
+        served = (f"\n**Served.** The model above is the one the backtest scored (`{BACKTEST_DIR}/`). The version serves "
+                  f"the same recipe retrained on the latest labelled snapshots, {', '.join(rts['snapshots'])} "
+                  f"({rts['train_rows']:,} training rows), for {model.refit['plan']['epochs']} epochs (the backtest's "
+                  f"best), its level set by the backtest at S.\n")
     return f"""# Model card: {model.version}
 
 **What it predicts.** For each customer known at a snapshot S: expected spend in [S, S + {ts['horizon_days']} days)
@@ -407,7 +550,7 @@ validation customer-snapshots (split by hashed customer id), read from Delta ver
 Features: `docs/features.md` ({len(model.spec.numeric_inputs)} numeric inputs incl. missing indicators and season,
 {len(model.spec.categorical_inputs)} categorical, the last {model.spec.sequence_length} orders).
 Horovod ranks: {model.training['config']['num_proc']}; MLflow run {model.run_id}.
-
+{served}
 **Backtest** at {context.get('snapshot S', '?')} ({context.get('customers', '?')} customers), beside the baselines:
 
 | model | spend Gini | churn ROC-AUC | spend MAE |

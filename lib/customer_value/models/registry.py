@@ -53,9 +53,10 @@ def tracking_uri(cfg: Config) -> str:
 
 
 def client(cfg: Config):
-    _quiet()
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    _quiet()            # after the import: MLflow's first import sets its own loggers to INFO
 
     uri = tracking_uri(cfg)
     # MLflow's set_tracking_uri also exports $MLFLOW_TRACKING_URI "for subprocesses": this process's next
@@ -130,6 +131,13 @@ def register(cfg: Config, staged: Path, run_id: str) -> RegisteredModel:
     os.replace(staged, final)
     c.set_model_version_tag(name, mv.version, "path", str(final.resolve()))
     return RegisteredModel(name, int(mv.version), final, run_id)
+
+
+def next_version(cfg: Config) -> int:
+    """The number the registry will give the next version of `training.model_name`: one above every version it
+    holds (MLflow numbers versions 1, 2, ... and never reuses one)."""
+    versions = client(cfg).search_model_versions(f"name = '{cfg.training.model_name}'")
+    return 1 + max((int(v.version) for v in versions), default=0)
 
 
 # what an artifact holds once registered (the backtest's metrics, report and card come with `mark_ready`)
