@@ -66,3 +66,33 @@ def test_two_storage_roots_in_one_process_keep_their_own_registries(tmp_path, mo
     assert registry.tracking_uri(b) != registry.tracking_uri(a)
     assert registry.unfinished(b, "run-a") is None
     assert _register(b, "run-a", "1").version == first.version == 1
+
+
+def test_a_champion_whose_artifact_is_gone_is_not_compared_and_the_new_version_stays_challenger(tmp_path, monkeypatch):
+    """A champion that cannot be backtested beside the new version (its folder lost: a store restored without its
+    models) is named, not silently replaced: the new version becomes the challenger with the reason, and the
+    champion alias stays where it was. The version numbers the registry will give next are known beforehand."""
+    import shutil
+    from datetime import date
+
+    from customer_value.models import promotion
+    from customer_value.models.deep import _champion
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(ROOT / "conf" / "local.yaml", [f"storage.root={tmp_path}"])
+    name = cfg.training.model_name
+    assert registry.next_version(cfg) == 1
+    first = _register(cfg, "run-a", "1")
+    registry.mark_ready(cfg, first)
+    registry.set_alias(cfg, first, registry.CHAMPION, "the first version of this model")
+    assert registry.next_version(cfg) == 2
+    shutil.rmtree(first.path)
+    number, beside, skipped = _champion(cfg, date(2025, 10, 3), 90)
+    assert number == first.version and beside is None and "artifact is missing" in skipped
+    second = _register(cfg, "run-b", "2")
+    assert second.version == 2 and registry.next_version(cfg) == 3
+    registry.mark_ready(cfg, second)
+    verdict = promotion.decide(cfg, second, {"deep_ziln": {"spend_gini": 0.9}}, "deep_ziln", number, skipped)
+    assert not verdict.promote and "not compared with champion" in verdict.why() and "artifact is missing" in verdict.why()
+    assert registry.alias_version(cfg, name, registry.CHAMPION) == first.version
+    assert registry.alias_version(cfg, name, registry.CHALLENGER) == second.version
