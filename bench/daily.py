@@ -74,7 +74,7 @@ def main() -> None:
     demo = load_config(args.conf, ["pseudonymisation.demo_mode=true"])
     uri = registry.tracking_uri(demo)
     try:
-        model = registry.resolve(demo, f"{demo.training.model_name}/latest")
+        model = registry.resolve(demo, f"{demo.training.model_name}/{registry.CHAMPION}")
     except registry.ModelNotFound as e:
         sys.exit(f"bench/daily.py needs the demo's model: run `make demo` first ({e})")
     work = Path(args.work).resolve()

@@ -154,7 +154,7 @@ def main() -> None:
     tables = Tables(bench_cfg.storage)
     with spark_session(cfg) as spark:
         spark.sparkContext.setLogLevel("ERROR")
-        model = registry.resolve(cfg, f"{cfg.training.model_name}/latest")
+        model = registry.resolve(cfg, f"{cfg.training.model_name}/{registry.CHAMPION}")
         spec = FeatureSpec.from_json((model.path / "spec.json").read_text())
         reference(spark, cfg, demo, model, spec)            # segments + drift reference in the artifact
         feats = demo.read(spark, "gold.customer_features")

@@ -93,6 +93,15 @@ class TrainingConfig(_Strict):
                               "snapshots whose horizon ended by S - H is scored at S - H: its predicted total "
                               "over the actual one sets the served model's level (`level_scale`), a check one "
                               "horizon ahead in time that the validation split cannot make.")
+    level_min_z: float = Field(2.0, ge=0, description="The level check's level is applied only where it is at "
+                               "least this many standard errors from 1 (its sampling noise over the check's "
+                               "customers, ziln.checked_level); 1 otherwise.")
+    blend: bool = Field(True, description="The served expected spend blends the network's with BG/NBD + "
+                        "Gamma-Gamma's (w · network + (1 - w) · BG/NBD), w chosen by the level check at S - H: the "
+                        "smallest spend MAE among the weights whose Gini stays within blend_max_gini_loss of the "
+                        "network's own (models.blend). Needs level_check and btyd_inputs.")
+    blend_max_gini_loss: float = Field(0.005, ge=0, description="How much spend Gini at the level check the blend "
+                                       "may give up for a smaller MAE.")
     refit: bool = Field(True, description="After the backtest, the version that serves is trained again with the "
                         "backtest's settings and epoch count on the latest labelled snapshots (horizon ended by S + "
                         "H), its level measured by the backtest itself at S; the backtested model is kept beside "

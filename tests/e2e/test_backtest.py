@@ -259,7 +259,7 @@ def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark
     """The level check: the same settings trained on snapshots whose labels end by S − H, scored at S − H against
     the labels there (which end by S); its actual ÷ predicted total is the served level, recorded in the artifact,
     and the published amounts carry it."""
-    from customer_value.models.ziln import level_scale
+    from customer_value.models.ziln import checked_level, level_scale
 
     cfg, result, deep = trained
     level = deep.training["level_check"]
@@ -272,10 +272,19 @@ def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark
     there = labels[(labels.snapshot_date.astype(str) == str(at)) & (labels.horizon_days == result.horizon_days)]
     assert level["actual_total"] == pytest.approx(float(there.future_spend.sum()))
     assert level["customers"] == len(there) and level["buyers"] == int((there.future_spend > 0).sum())
-    assert level["level_scale"] == level_scale(level["predicted_total"], level["actual_total"], level["buyers"])
-    assert level["level_scale"] != 1.0
+    # the network alone: its measured level is actual ÷ predicted, applied where beyond its noise
+    assert level["measured_level"] == level_scale(level["predicted_total"], level["actual_total"], level["buyers"])
+    assert level["measured_level"] != 1.0
+    # the blend with BG/NBD (`models.blend`) chosen there: w = 1 is the network alone; the chosen weight's level
+    # makes its blend's total the actual one where that is beyond the check's noise
+    own = level["blend"][-1]
+    chosen = next(r for r in level["blend"] if r["w"] == level["blend_weight"])
+    assert own["w"] == 1.0 and own["measured"] == level["measured_level"]
+    assert level["level_scale"] == chosen["level_scale"] in (chosen["measured"], 1.0)
+    assert chosen["mae"] <= own["mae"] and chosen["gini"] >= own["gini"] - cfg.training.blend_max_gini_loss
     calibration = json.loads((deep.registered.path / "backtest" / "calibration.json").read_text())
     assert calibration["level_scale"] == level["level_scale"]
+    assert calibration["blend_weight"] == level["blend_weight"]
     # the served refit's level: the backtest's own at S, its predicted total taken before its level correction
     refit = deep.refit["level_check"]
     preds = read(cfg, "gold.backtest_predictions")
@@ -283,9 +292,13 @@ def test_the_level_is_measured_one_horizon_earlier_without_reading_past_it(spark
     assert refit["snapshot"] == str(result.snapshot)
     assert refit["actual_total"] == pytest.approx(float(mine.actual_spend.sum()))
     assert refit["predicted_total"] == pytest.approx(float(mine.predicted_spend.sum()) / level["level_scale"])
-    assert refit["level_scale"] == level_scale(refit["predicted_total"], refit["actual_total"], refit["buyers"])
+    assert refit["measured_level"] == level_scale(refit["predicted_total"], refit["actual_total"], refit["buyers"])
+    check = checked_level(mine.predicted_spend.to_numpy() / level["level_scale"], mine.actual_spend.to_numpy(),
+                          refit["buyers"], cfg.training.level_min_z)
+    assert refit["level_scale"] == pytest.approx(check["level_scale"]) and refit["level_z"] == pytest.approx(check["z"])
     served = json.loads((deep.registered.path / "calibration.json").read_text())
     assert served["level_scale"] == refit["level_scale"]
+    assert served["blend_weight"] == level["blend_weight"]
 
 
 def test_the_trained_model_scores_the_snapshot_into_tiers_that_mean_something(spark, trained):

@@ -140,8 +140,10 @@ def test_scores_in_delta_match_the_model_in_process(result, spark):
     feats = spark.read.format("delta").load(res.tables[FEATURES]).where(F.col("customer_id").isin(sample))
     inputs = model_inputs(feats, spec).toPandas().sort_values("customer_id").reset_index(drop=True)
     model = tf.keras.models.load_model(str(Path(res.model_path) / "saved_model"), compile=False)
-    out = model(arrays_from_frame(inputs, spec), training=False)
-    expected = predictions(np.asarray(out[SPEND]), np.asarray(out[CHURN]), **calibration_of(res.model_path))
+    arrays = arrays_from_frame(inputs, spec)
+    out = model(arrays, training=False)
+    expected = predictions(np.asarray(out[SPEND]), np.asarray(out[CHURN]), **calibration_of(res.model_path),
+                           numeric=arrays["numeric"])
     got = scores.where(F.col("customer_id").isin(sample)).toPandas().sort_values("customer_id").reset_index(drop=True)
     assert list(got.customer_id) == list(inputs.customer_id) and len(got) == len(sample)
     assert got.churn_probability.to_numpy() == pytest.approx(expected["churn_probability"], rel=1e-4, abs=1e-6)

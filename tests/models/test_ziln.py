@@ -154,3 +154,33 @@ def test_the_level_scales_the_expected_spend_under_the_cap_and_not_the_interval(
     for k in ("spend_p10", "spend_p90", "spend_if_buying_p10", "spend_if_buying_p90", "buy_probability",
               "churn_probability"):
         np.testing.assert_array_equal(levelled[k], plain[k])
+
+
+def test_the_level_noise_is_the_spread_of_the_measured_level_over_resampled_customers():
+    """The delta method's standard error of log(Σ actual ÷ Σ predicted) against a bootstrap of the customers."""
+    from customer_value.models.ziln import level_noise
+
+    rng = np.random.default_rng(4)
+    predicted = rng.gamma(0.5, 40.0, 3000)
+    actual = np.where(rng.random(3000) < 0.3, rng.gamma(2.0, predicted + 10.0), 0.0)
+    draws = [np.log(actual[i].sum() / predicted[i].sum()) for i in
+             (rng.integers(0, 3000, 3000) for _ in range(2000))]
+    assert level_noise(predicted, actual) == pytest.approx(np.std(draws), rel=0.1)
+    assert level_noise(predicted[:1], actual[:1]) == math.inf
+
+
+def test_a_level_within_the_checks_noise_is_not_applied():
+    """A model right on average is left alone when one horizon's buyers put its total a little off by chance; one
+    really off is corrected, as before."""
+    from customer_value.models.ziln import checked_level, level_scale
+
+    rng = np.random.default_rng(5)
+    expected = rng.gamma(0.5, 40.0, 2500)
+    actual = np.where(rng.random(2500) < 0.25, rng.gamma(1.5, expected * 4 / 1.5), 0.0)    # mean: the expectation
+    buyers = int((actual > 0).sum())
+    right = checked_level(expected, actual, buyers)
+    assert right["measured"] == level_scale(expected.sum(), actual.sum(), buyers) != 1.0
+    assert right["z"] < 2.0 and right["level_scale"] == 1.0
+    high = checked_level(1.3 * expected, actual, buyers)
+    assert high["z"] > 2.0 and high["level_scale"] == high["measured"] == pytest.approx(right["measured"] / 1.3)
+    assert checked_level(1.3 * expected, actual, buyers, min_z=0.0)["level_scale"] == high["measured"]

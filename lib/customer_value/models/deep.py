@@ -27,11 +27,12 @@ from customer_value.landing import under_root
 from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared, uses_btyd
 from customer_value.models import promotion
+from customer_value.models.blend import BASELINE_INPUT, baseline_columns, baseline_from_numeric, blended, fit_blend
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
 from customer_value.schemas import INTERVALS
-from customer_value.models.ziln import (distribution, expected_spend, level_scale, spend_quantile,
+from customer_value.models.ziln import (checked_level, distribution, expected_spend, spend_quantile,
                                         spend_quantile_if_buying)
 
 PREDICTIONS = ("customer_id string, predicted_spend double, churn_probability double, buy_probability double, "
@@ -87,8 +88,8 @@ def traced(model):
 
 
 def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536, interval_scale: float = 1.0,
-                   mean_scale: float = 1.0, spend_cap: float = math.inf,
-                   level_scale: float = 1.0) -> dict[str, np.ndarray]:
+                   mean_scale: float = 1.0, spend_cap: float = math.inf, level_scale: float = 1.0,
+                   blend_weight: float = 1.0, blend_columns: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """Expected spend, its 10-90 % interval given a purchase, P(buy) and churn probability per row."""
     n = len(arrays["numeric"])
     logits, churn = [], []
@@ -99,23 +100,32 @@ def predict_arrays(model, arrays: dict[str, np.ndarray], batch: int = 65536, int
         churn.append(np.asarray(out[CHURN], dtype=np.float64))
     lg = np.concatenate(logits) if logits else np.zeros((0, 3))
     ch = np.concatenate(churn) if churn else np.zeros((0, 1))
-    return predictions(lg, ch, interval_scale, mean_scale, spend_cap, level_scale)
+    return predictions(lg, ch, interval_scale, mean_scale, spend_cap, level_scale, blend_weight, blend_columns,
+                       arrays.get("numeric"))
 
 
 def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_scale: float = 1.0,
-                mean_scale: float = 1.0, spend_cap: float = math.inf,
-                level_scale: float = 1.0) -> dict[str, np.ndarray]:
+                mean_scale: float = 1.0, spend_cap: float = math.inf, level_scale: float = 1.0,
+                blend_weight: float = 1.0, blend_columns: tuple[int, int] | None = None,
+                numeric: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The network's raw outputs (spend [n, 3] or [n, towers, 3], churn [n, 1] or [n, towers]) as predictions;
-    the expected spend times `level_scale` (the time-forward level, `ziln.level_scale`), and it and the interval
-    at most `spend_cap` (the artifact's, `ziln.spend_bounds`). Two 10-90 % intervals: `spend_p10`/`spend_p90` of
-    the horizon's spend, no purchase included (0 where P(no purchase) >= q), and `spend_if_buying_p10`/`_p90`
-    of the spend given a purchase; both with the interval's calibration. The level, a correction of the
-    total, moves neither."""
+    the expected spend blended with BG/NBD's (`models.blend`: weight `blend_weight`, BG/NBD's amount read back
+    from the `numeric` input array at `blend_columns`), times `level_scale` (the time-forward level,
+    `ziln.level_scale`), and it and the interval at most `spend_cap` (the artifact's, `ziln.spend_bounds`). Two
+    10-90 % intervals: `spend_p10`/`spend_p90` of the horizon's spend, no purchase included (0 where
+    P(no purchase) >= q), and `spend_if_buying_p10`/`_p90` of the spend given a purchase; both with the
+    interval's calibration. The level and the blend, corrections of the amount, move neither."""
     lg = np.asarray(spend_logits, dtype=np.float64)
     ch = np.asarray(churn_logits, dtype=np.float64)
     ch = ch.reshape(len(ch), -1)                                  # [n, towers]
     p, _, _ = distribution(lg)
-    return {"predicted_spend": np.minimum(level_scale * expected_spend(lg, mean_scale), spend_cap),
+    spend = expected_spend(lg, mean_scale)
+    if blend_weight < 1.0:
+        if blend_columns is None or numeric is None:
+            raise ValueError(f"this model serves a blend with BG/NBD (weight {blend_weight}): its numeric inputs "
+                             "and the columns of BG/NBD's expected spend in them are needed")
+        spend = blended(spend, baseline_from_numeric(numeric, blend_columns), blend_weight)
+    return {"predicted_spend": np.minimum(level_scale * spend, spend_cap),
             "churn_probability": (1.0 / (1.0 + np.exp(-ch))).mean(axis=1),
             "buy_probability": p,
             "spend_p10": np.minimum(spend_quantile(lg, 0.1, interval_scale), spend_cap),
@@ -124,13 +134,23 @@ def predictions(spend_logits: np.ndarray, churn_logits: np.ndarray, interval_sca
             "spend_if_buying_p90": np.minimum(spend_quantile_if_buying(lg, 0.9, interval_scale), spend_cap)}
 
 
-def calibration_of(model_dir: str | Path) -> dict[str, float]:
-    """The artifact's calibration of the interval, the mean and the level (1.0 each where the artifact has none)
-    and its cap on the published amounts (none where the artifact predates the bounds)."""
-    f = Path(model_dir) / "calibration.json"
+def calibration_of(model_dir: str | Path) -> dict:
+    """The artifact's calibration of the interval, the mean and the level (1.0 each where the artifact has none),
+    its blend with BG/NBD (`models.blend`: weight 1.0, the network alone, where it has none; the columns of
+    BG/NBD's amount among its numeric inputs) and its cap on the published amounts (none where the artifact
+    predates the bounds): the keyword arguments of `predict_arrays` and `predictions`."""
+    folder = Path(model_dir)
+    f = folder / "calibration.json"
     raw = json.loads(f.read_text()) if f.exists() else {}
+    weight = float(raw.get("blend_weight", 1.0))
+    columns = None
+    if weight < 1.0:
+        columns = baseline_columns(FeatureSpec.from_json((folder / "spec.json").read_text()).numeric_inputs)
+        if columns is None:
+            raise ValueError(f"{folder}: calibration.json blends with BG/NBD but the spec has no BG/NBD inputs")
     return {**{k: float(raw.get(k, 1.0)) for k in ("interval_scale", "mean_scale", "level_scale")},
-            "spend_cap": float(raw.get("bounds", {}).get("spend_cap", math.inf))}
+            "spend_cap": float(raw.get("bounds", {}).get("spend_cap", math.inf)),
+            "blend_weight": weight, "blend_columns": columns}
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
@@ -165,9 +185,24 @@ def _whole(folder: Path) -> bool:
     return (folder / "training.json").exists() and (folder / "saved_model").exists()
 
 
-def _set_level(folder: Path, level: float) -> None:
+def _checked(predicted: np.ndarray, actual: np.ndarray, buyers: int, min_z: float) -> dict:
+    """`ziln.checked_level` as the level check records it: the measured level, its noise and the one applied."""
+    c = checked_level(predicted, actual, buyers, min_z)
+    return {"measured_level": c["measured"], "level_se": c["se"] if math.isfinite(c["se"]) else None,
+            "level_z": c["z"] if math.isfinite(c["z"]) else None, "level_scale": c["level_scale"]}
+
+
+def _z(result: dict) -> str:
+    if result.get("level_z") is None:
+        return "its noise unknown"
+    applied = "applied" if result["level_scale"] == result["measured_level"] else "within its noise: not applied"
+    return f"measured {result['measured_level']:.3f}, {result['level_z']:.1f} standard errors from 1, {applied}"
+
+
+def _set_level(folder: Path, level: float, blend_weight: float = 1.0) -> None:
     calibration = json.loads((folder / "calibration.json").read_text())
     calibration["level_scale"] = level
+    calibration["blend_weight"] = blend_weight
     (folder / "calibration.json").write_text(json.dumps(calibration, indent=1))
 
 
@@ -301,8 +336,14 @@ class DeepModel:
         scored = score_frame(data.features(at), str(work / "model"), ts.spec,
                              self.cfg.backtest.spend_fit_max_customers, data.clv(at) if uses_btyd(ts.spec) else None,
                              self.cfg.scoring.threads_per_worker)
+        blend = tc.blend and uses_btyd(ts.spec)
+        if blend:              # BG/NBD's expected spend at S - H, the same fit as the network's inputs there
+            scored = scored.join(prepared(data.features(at), ts.spec, self.cfg.backtest.spend_fit_max_customers,
+                                          data.clv(at)).select("customer_id", F.col(BASELINE_INPUT).alias("baseline")),
+                                 "customer_id")
         pdf = (scored.join(data.labels(at).select("customer_id", "future_spend"), "customer_id")
-               .select("predicted_spend", "future_spend").toPandas())
+               .select("customer_id", "predicted_spend", "future_spend", *(["baseline"] if blend else []))
+               .toPandas().sort_values("customer_id", kind="stable"))       # one order: the same sums on a rerun
         predicted, actual = float(pdf.predicted_spend.sum()), float(pdf.future_spend.sum())
         buyers = int((pdf.future_spend > 0).sum())
         metrics = spend_metrics(pdf.future_spend, pdf.predicted_spend) if len(pdf) else {}
@@ -311,11 +352,20 @@ class DeepModel:
                   # the backtest's own definitions (`evaluation.metrics`); undefined (no spend at all) is None
                   **{k: (metrics[k] if math.isfinite(metrics.get(k, math.nan)) else None)
                      for k in ("spend_total_ratio", "spend_mae", "spend_gini")},
-                  "epochs": reports[0]["epochs_run"], "level_scale": level_scale(predicted, actual, buyers)}
+                  "epochs": reports[0]["epochs_run"], "blend_weight": 1.0,
+                  **_checked(pdf.predicted_spend.to_numpy(), pdf.future_spend.to_numpy(), buyers, tc.level_min_z)}
         ratio = "n/a" if result["spend_total_ratio"] is None else f"{result['spend_total_ratio']:.3f}"
         _log(f"level check at {at}: the same settings trained on {train[0]} .. {train[-1]} predicted "
-             f"{predicted:,.0f} against {actual:,.0f} spent (ratio {ratio}, {buyers:,} buyers): level_scale "
-             f"{result['level_scale']:.3f} ({time.perf_counter() - t0:.1f} s)")
+             f"{predicted:,.0f} against {actual:,.0f} spent (ratio {ratio}, {buyers:,} buyers, {_z(result)}): "
+             f"level_scale {result['level_scale']:.3f} ({time.perf_counter() - t0:.1f} s)")
+        if blend and len(pdf):
+            fitted = fit_blend(pdf.predicted_spend.to_numpy(), pdf.baseline.to_numpy(np.float64),
+                               pdf.future_spend.to_numpy(), buyers, tc.blend_max_gini_loss, min_z=tc.level_min_z)
+            own, best = fitted["table"][-1], next(r for r in fitted["table"] if r["w"] == fitted["weight"])
+            result.update(blend_weight=fitted["weight"], level_scale=fitted["level_scale"], blend=fitted["table"])
+            _log(f"blend with BG/NBD at {at}: weight {fitted['weight']:.1f} on the network (spend MAE "
+                 f"{best['mae']:.1f} against {own['mae']:.1f} for the network alone, Gini {best['gini']:.3f} against "
+                 f"{own['gini']:.3f}), level_scale {fitted['level_scale']:.3f}")
         done.write_text(json.dumps(result, indent=1))
         return result
 
@@ -380,8 +430,9 @@ class DeepModel:
              f"{r0['best_loss']:.4f} at epoch {r0['best_epoch']} ({time.perf_counter() - t0:.1f} s)")
         (target / "spec.json").write_text((work / "data" / "spec.json").read_text())
         if level is not None:         # the served amounts' level, measured one horizon earlier (`_level_check`)
-            _set_level(target, level["level_scale"])
+            _set_level(target, level["level_scale"], level.get("blend_weight", 1.0))
             client.log_param(self.run_id, "level_scale", str(level["level_scale"]))
+            client.log_param(self.run_id, "blend_weight", str(level.get("blend_weight", 1.0)))
             for k in ("spend_total_ratio", "spend_mae", "spend_gini"):
                 if level.get(k) is not None:
                     client.log_metric(self.run_id, f"level_check.{k}", float(level[k]))
@@ -426,8 +477,8 @@ class DeepModel:
         reports = launch(plan, tc.num_proc, tc.launcher)
         level = self._refit_level(metrics) if tc.level_check else None
         (staged / "spec.json").write_text((work / "data" / "spec.json").read_text())
-        if level is not None:
-            _set_level(staged, level["level_scale"])
+        if level is not None:          # the backtest's blend, its level measured at S
+            _set_level(staged, level["level_scale"], calibration_of(self.path)["blend_weight"])
         client = registry.client(self.cfg)
         client.log_param(self.run_id, "refit.training_snapshots", ",".join(ts.snapshots))
         client.log_param(self.run_id, "refit.epochs", str(epochs))
@@ -448,12 +499,14 @@ class DeepModel:
                .where(f"snapshot_date = '{self._data.snapshot}' AND horizon_days = {self._data.horizon_days} "
                       f"AND model = '{self.name}'").select("predicted_spend", "actual_spend").toPandas())
         own = calibration_of(self.path)["level_scale"]
-        predicted, actual = float(pdf.predicted_spend.sum()) / own, float(pdf.actual_spend.sum())
+        pdf = pdf.sort_values(["predicted_spend", "actual_spend"], kind="stable")    # one order: the same sums
+        before = pdf.predicted_spend.to_numpy() / own
+        predicted, actual = float(before.sum()), float(pdf.actual_spend.sum())
         buyers = int((pdf.actual_spend > 0).sum())
         result = {"snapshot": str(self._data.snapshot), "predicted_total": predicted, "actual_total": actual,
-                  "buyers": buyers, "level_scale": level_scale(predicted, actual, buyers)}
+                  "buyers": buyers, **_checked(before, pdf.actual_spend.to_numpy(), buyers, self.cfg.training.level_min_z)}
         _log(f"the refit's level, from the backtest at {self._data.snapshot}: {predicted:,.0f} predicted before "
-             f"the level correction against {actual:,.0f} spent: level_scale {result['level_scale']:.3f}")
+             f"the level correction against {actual:,.0f} spent ({_z(result)}): level_scale {result['level_scale']:.3f}")
         return result
 
     def _adopt(self, registered: registry.RegisteredModel) -> None:
@@ -539,6 +592,15 @@ def model_card(model: DeepModel, metrics: dict, context: dict[str, str]) -> str:
                   f"the same recipe retrained on the latest labelled snapshots, {', '.join(rts['snapshots'])} "
                   f"({rts['train_rows']:,} training rows), for {model.refit['plan']['epochs']} epochs (the backtest's "
                   f"best), its level set by the backtest at S.\n")
+    level = model.training.get("level_check") or {}
+    amounts = ""
+    if level.get("snapshot"):
+        w = float(level.get("blend_weight", 1.0))
+        mix = ("the network's expected spend alone" if w >= 1.0 else
+               f"{w:.1f} × the network's expected spend + {1 - w:.1f} × BG/NBD + Gamma-Gamma's (`models.blend`)")
+        amounts = (f"\n**Amounts.** {mix}, times the level {level['level_scale']:.3f}: both chosen by a model of the "
+                   f"same settings trained on the snapshots before {level['snapshot']} and scored there against "
+                   f"what its customers then spent.\n")
     return f"""# Model card: {model.version}
 
 **What it predicts.** For each customer known at a snapshot S: expected spend in [S, S + {ts['horizon_days']} days)
@@ -550,7 +612,7 @@ validation customer-snapshots (split by hashed customer id), read from Delta ver
 Features: `docs/features.md` ({len(model.spec.numeric_inputs)} numeric inputs incl. missing indicators and season,
 {len(model.spec.categorical_inputs)} categorical, the last {model.spec.sequence_length} orders).
 Horovod ranks: {model.training['config']['num_proc']}; MLflow run {model.run_id}.
-{served}
+{amounts}{served}
 **Backtest** at {context.get('snapshot S', '?')} ({context.get('customers', '?')} customers), beside the baselines:
 
 | model | spend Gini | churn ROC-AUC | spend MAE |

@@ -168,3 +168,24 @@ def top_reasons(names: list[str], amounts: np.ndarray, top: int) -> tuple[list[n
     labels = np.asarray(names, dtype=object)
     rows = np.arange(len(amounts))
     return [labels[order[:, r]] for r in range(k)], [amounts[rows, order[:, r]] for r in range(k)]
+
+
+def with_blend(amounts: np.ndarray, numeric: np.ndarray, names: list[str], ref_numeric: np.ndarray,
+               blend_weight: float, blend_columns: tuple[int, int] | None, level_scale: float) -> np.ndarray:
+    """The network's attributions [n, groups] made those of the served amount where it blends with BG/NBD
+    (`models.blend`: level · (w · network + (1 − w) · BG/NBD), the network alone where BG/NBD has no figure):
+    the network's scaled by w on the rows that blend, and BG/NBD's share, level · (1 − w) · (BG/NBD's amount −
+    the reference's), given to the reason of its input (`btyd_expected_spend`), so they still add up to the
+    served amount minus the reference's. Unchanged where w = 1."""
+    if blend_weight >= 1.0 or blend_columns is None:
+        return amounts
+    from customer_value.models.blend import BASELINE_INPUT, baseline_from_numeric
+
+    base = baseline_from_numeric(numeric, blend_columns)
+    ref = float(baseline_from_numeric(np.asarray(ref_numeric, np.float64)[None, :], blend_columns)[0])
+    ref = 0.0 if math.isnan(ref) else ref
+    blends = ~np.isnan(base)
+    out = amounts * np.where(blends, blend_weight, 1.0)[:, None]
+    out[:, names.index(BASELINE_INPUT)] += np.where(blends, level_scale * (1.0 - blend_weight) *
+                                                    (np.nan_to_num(base) - ref), 0.0)
+    return out

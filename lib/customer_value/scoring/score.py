@@ -47,7 +47,7 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from customer_value.models.deep import load_saved_model, predict_arrays, predictions
         from customer_value.models.network import arrays_from_frame
-        from customer_value.scoring.reasons import top_reasons
+        from customer_value.scoring.reasons import top_reasons, with_blend
 
         model = load_saved_model(saved, threads)
         attributor = (_attributor(saved, model, spec, reason_steps, scale["mean_scale"], tuple(fixed),
@@ -63,7 +63,9 @@ def apply_model(inputs: DataFrame, model_dir: str, spec, keep: Sequence[str] = (
                 out = predict_arrays(model, arrays, **scale)
             else:
                 spend, churn, amounts = attributor(arrays)
-                out = predictions(spend, churn, **scale)
+                out = predictions(spend, churn, **scale, numeric=arrays["numeric"])
+                amounts = with_blend(amounts, arrays["numeric"], attributor.names, attributor.ref_numeric,
+                                     scale["blend_weight"], scale["blend_columns"], scale["level_scale"])
             frame = {"customer_id": pdf["customer_id"].to_numpy(), "expected_spend": out["predicted_spend"],
                      **{c: out[c] for c in PREDICTED[1:]}, **{c: pdf[c].to_numpy(np.float64) for c in keep}}
             if attributor is not None:
