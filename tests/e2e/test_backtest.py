@@ -230,7 +230,7 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     from customer_value.models.spec import FeatureSpec
 
     spec = FeatureSpec.from_json((path / "spec.json").read_text())
-    again = (score_frame(feats, str(path), spec, cfg.backtest.spend_fit_max_customers)
+    again = (score_frame(feats, str(path), spec, cfg.backtest.spend_fit_max_customers, baseline=True)
              .toPandas().set_index("customer_id").sort_index())
     assert (again.predicted_spend - mine.predicted_spend).abs().max() > 1e-6     # another model than the backtest's
 
@@ -241,6 +241,11 @@ def test_deep_model_artifact_registry_and_reuse(spark, trained):
     uri = f"models:/{name}@{registry.CHAMPION}"
     ready = prepared(feats, spec, cfg.backtest.spend_fit_max_customers)
     pdf = ready.toPandas()
+    # the blend's BG/NBD amount, read back from the network's inputs (what the level check chose the blend on and
+    # serving blends), is BG/NBD's own expected spend (float32 inputs), NaN exactly where it has none
+    bgnbd = pdf.set_index("customer_id").sort_index().btyd_expected_spend
+    assert (again.baseline_spend.isna() == bgnbd.isna()).all() and bgnbd.notna().sum() > 100
+    np.testing.assert_allclose(again.baseline_spend.dropna(), bgnbd.dropna(), rtol=1e-5)
     served = mlflow.pyfunc.load_model(uri).predict(pdf)
     served.index = pdf["customer_id"]
     served = served.sort_index()

@@ -70,8 +70,7 @@ def fit_blend(network: np.ndarray, baseline: np.ndarray, actual: np.ndarray, buy
         level = checked_level(b, y, buyers, min_z)
         pred = level["level_scale"] * b
         gini = normalised_gini(y, pred) if len(y) else float("nan")
-        table.append({"w": w, "level_scale": level["level_scale"], "measured": level["measured"],
-                      "z": level["z"] if np.isfinite(level["z"]) else None,
+        table.append({"w": w, "level_scale": level["level_scale"], "measured": level["measured"], "z": level["z"],
                       "mae": float(np.abs(pred - y).mean()) if len(y) else float("nan"), "gini": float(gini)})
     own = table[-1]                                             # w = 1: the network alone
     floor = own["gini"] - max_gini_loss if np.isfinite(own["gini"]) else -np.inf

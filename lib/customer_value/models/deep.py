@@ -27,7 +27,7 @@ from customer_value.landing import under_root
 from customer_value.models import registry
 from customer_value.models.btyd_inputs import prepared, uses_btyd
 from customer_value.models import promotion
-from customer_value.models.blend import BASELINE_INPUT, baseline_columns, baseline_from_numeric, blended, fit_blend
+from customer_value.models.blend import baseline_columns, baseline_from_numeric, blended, fit_blend
 from customer_value.models.fit import build_training_set, launch
 from customer_value.models.network import CHURN, SPEND, arrays_from_frame
 from customer_value.models.spec import FeatureSpec, model_inputs, resolved_network
@@ -154,22 +154,32 @@ def calibration_of(model_dir: str | Path) -> dict:
 
 
 def score_frame(features: DataFrame, model_dir: str, spec: FeatureSpec,
-                btyd_max_customers: int = 200_000, btyd_fit: ClvModel | None = None, threads: int = 1) -> DataFrame:
+                btyd_max_customers: int = 200_000, btyd_fit: ClvModel | None = None, threads: int = 1,
+                baseline: bool = False) -> DataFrame:
     """Predictions for every row of one snapshot's gold.customer_features rows, in a mapInPandas (`btyd_fit`:
     BG/NBD + Gamma-Gamma fitted on these features, where the caller has it; else fitted here; `threads`: as
-    `load_saved_model`)."""
+    `load_saved_model`). `baseline`: also `baseline_spend`, BG/NBD's expected spend as the blend reads it back
+    from the same rows' inputs (`models.blend`; NaN without a purchase), for the level check to choose the blend
+    on exactly what serving will blend."""
     saved = str(Path(model_dir) / "saved_model")
     scale = calibration_of(model_dir)
+    columns = baseline_columns(spec.numeric_inputs) if baseline else None
+    if baseline and columns is None:
+        raise ValueError("baseline_spend asked of a model without BG/NBD inputs")
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = load_saved_model(saved, threads)
         for pdf in batches:
-            out = predict_arrays(model, arrays_from_frame(pdf, spec), **scale) if len(pdf) else {}
+            arrays = arrays_from_frame(pdf, spec)
+            out = predict_arrays(model, arrays, **scale) if len(pdf) else {}
+            extra = {"baseline_spend": baseline_from_numeric(arrays["numeric"], columns)} if baseline else {}
             yield pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(),
                                 **{k: out.get(k, np.zeros(0)) for k in
-                                   ("predicted_spend", "churn_probability", "buy_probability", *INTERVALS)}})
+                                   ("predicted_spend", "churn_probability", "buy_probability", *INTERVALS)},
+                                **extra})
 
-    return model_inputs(prepared(features, spec, btyd_max_customers, btyd_fit), spec).mapInPandas(score, PREDICTIONS)
+    schema = PREDICTIONS + (", baseline_spend double" if baseline else "")
+    return model_inputs(prepared(features, spec, btyd_max_customers, btyd_fit), spec).mapInPandas(score, schema)
 
 
 BACKTEST_DIR = "backtest"    # in a version's artifact: the model its backtest scored, where a refit serves
@@ -188,8 +198,7 @@ def _whole(folder: Path) -> bool:
 def _checked(predicted: np.ndarray, actual: np.ndarray, buyers: int, min_z: float) -> dict:
     """`ziln.checked_level` as the level check records it: the measured level, its noise and the one applied."""
     c = checked_level(predicted, actual, buyers, min_z)
-    return {"measured_level": c["measured"], "level_se": c["se"] if math.isfinite(c["se"]) else None,
-            "level_z": c["z"] if math.isfinite(c["z"]) else None, "level_scale": c["level_scale"]}
+    return {"measured_level": c["measured"], "level_se": c["se"], "level_z": c["z"], "level_scale": c["level_scale"]}
 
 
 def _z(result: dict) -> str:
@@ -333,16 +342,12 @@ class DeepModel:
         t0 = time.perf_counter()
         ts = self._training_set(data, train, work)
         reports = launch(self._plan(work, ts, work / "model"), tc.num_proc, tc.launcher)
+        blend = tc.blend and uses_btyd(ts.spec)      # BG/NBD's expected spend at S - H beside the network's
         scored = score_frame(data.features(at), str(work / "model"), ts.spec,
                              self.cfg.backtest.spend_fit_max_customers, data.clv(at) if uses_btyd(ts.spec) else None,
-                             self.cfg.scoring.threads_per_worker)
-        blend = tc.blend and uses_btyd(ts.spec)
-        if blend:              # BG/NBD's expected spend at S - H, the same fit as the network's inputs there
-            scored = scored.join(prepared(data.features(at), ts.spec, self.cfg.backtest.spend_fit_max_customers,
-                                          data.clv(at)).select("customer_id", F.col(BASELINE_INPUT).alias("baseline")),
-                                 "customer_id")
+                             self.cfg.scoring.threads_per_worker, baseline=blend)
         pdf = (scored.join(data.labels(at).select("customer_id", "future_spend"), "customer_id")
-               .select("customer_id", "predicted_spend", "future_spend", *(["baseline"] if blend else []))
+               .select("customer_id", "predicted_spend", "future_spend", *(["baseline_spend"] if blend else []))
                .toPandas().sort_values("customer_id", kind="stable"))       # one order: the same sums on a rerun
         predicted, actual = float(pdf.predicted_spend.sum()), float(pdf.future_spend.sum())
         buyers = int((pdf.future_spend > 0).sum())
@@ -359,7 +364,7 @@ class DeepModel:
              f"{predicted:,.0f} against {actual:,.0f} spent (ratio {ratio}, {buyers:,} buyers, {_z(result)}): "
              f"level_scale {result['level_scale']:.3f} ({time.perf_counter() - t0:.1f} s)")
         if blend and len(pdf):
-            fitted = fit_blend(pdf.predicted_spend.to_numpy(), pdf.baseline.to_numpy(np.float64),
+            fitted = fit_blend(pdf.predicted_spend.to_numpy(), pdf.baseline_spend.to_numpy(np.float64),
                                pdf.future_spend.to_numpy(), buyers, tc.blend_max_gini_loss, min_z=tc.level_min_z)
             own, best = fitted["table"][-1], next(r for r in fitted["table"] if r["w"] == fitted["weight"])
             result.update(blend_weight=fitted["weight"], level_scale=fitted["level_scale"], blend=fitted["table"])

@@ -164,12 +164,14 @@ def checked_level(predicted: np.ndarray, actual: np.ndarray, buyers: int, min_z:
     (on a file drawn from BG/NBD, BG/NBD itself: 0.935 of the actual one horizon before S and 1.058 at S) would
     otherwise be moved by that noise, and the next horizon pays for it in both the total and the MAE; a level
     that is really off (the network's 1.19 there; 3.7 on a real transactions file) is many standard errors out
-    and is corrected as before. Returns {"measured", "se", "z", "level_scale"}."""
+    and is corrected as before. Returns {"measured", "se", "z", "level_scale"}; se and z None where not finite
+    (no noise measurable: too few customers, or none at all), as the check's JSON records them."""
     a, p = np.asarray(actual, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
     measured = level_scale(float(p.sum()), float(a.sum()), buyers)
     se = level_noise(p, a)
     z = abs(math.log(measured)) / se if se > 0 else (math.inf if measured != 1.0 else 0.0)
-    return {"measured": measured, "se": se, "z": z, "level_scale": measured if z >= min_z else 1.0}
+    return {"measured": measured, "se": se if math.isfinite(se) else None, "z": z if math.isfinite(z) else None,
+            "level_scale": measured if z >= min_z else 1.0}
 
 
 def spend_quantile_if_buying(logits: np.ndarray, q: float, sigma_scale: float = 1.0) -> np.ndarray:
